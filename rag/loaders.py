@@ -1,0 +1,369 @@
+"""Turn files into `Document`s: detect the encoding, keep the structure (headings, pages), never crash.
+
+Every failure is a `LoadError` whose message names the file and says what to do about it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rag.documents import Document, Heading
+from rag.errors import LoadError
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
+# Unzipped size allowed per zipped MB of a .docx before it counts as a zip bomb.
+DOCX_MAX_EXPANSION = 100
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_DOC_ID = re.compile(r"^[\w][\w.\-/]{0,199}$")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+\S")
+_NUMBERED_HEADING = re.compile(r"^(\d{1,3}(?:\.\d{1,3})*)\.?[ \t]+\S")
+_ROMAN_HEADING = re.compile(r"^[IVXLC]{1,6}\.[ \t]+\S")
+_CHINESE_HEADING = re.compile(r"^第[一二三四五六七八九十百千零〇\d]{1,6}([编章节条])")
+_CHINESE_LEVELS = {"编": 2, "章": 3, "节": 4, "条": 5}
+_SENTENCE_END = tuple(".,;:!?。；：，！？")
+FRONT_MATTER_FIELDS = ("title", "publisher", "published", "source", "language", "doc_id")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def derive_doc_id(path: Path, root: Path | None) -> str:
+    """The path relative to the ingest root, as a stable id (`sub/file.md`)."""
+    try:
+        relative = path.resolve().relative_to(root.resolve()) if root else Path(path.name)
+    except ValueError:
+        relative = Path(path.name)
+    return re.sub(r"[^\w.\-/]", "-", relative.as_posix()).lstrip("./-") or "document"
+
+
+def validate_doc_id(doc_id: str, where: str) -> str:
+    if not _DOC_ID.match(doc_id) or any(part in ("", ".", "..") for part in doc_id.split("/")):
+        raise LoadError(
+            f"{where}: doc_id {doc_id!r} is not allowed: use letters, digits, '.', '-', '_' and '/' "
+            "(no empty, '.' or '..' parts, at most 200 characters)"
+        )
+    return doc_id
+
+
+def clean_text(text: str) -> str:
+    """NFC, one newline style, no control characters, no trailing spaces, at most one blank line in a row."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
+
+
+def detect_language(text: str) -> str:
+    """`zh` when CJK characters make up at least 30 % of the letters, else `en`."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    return "zh" if cjk and cjk >= 0.3 * (cjk + latin) else "en"
+
+
+def find_text_headings(text: str) -> tuple[Heading, ...]:
+    """Headings of plain text and Markdown: `#` lines, numbered clauses, `第三条`, roman numerals, emoji titles."""
+    headings = []
+    offset = 0
+    for line in text.split("\n"):
+        level = _heading_level(line)
+        if level:
+            headings.append(Heading(offset, offset + len(line), level))
+        offset += len(line) + 1
+    return tuple(headings)
+
+
+def _heading_level(line: str) -> int:
+    stripped = line.strip()
+    if not stripped or len(stripped) > 120:
+        return 0
+    if match := _MD_HEADING.match(stripped):
+        return len(match.group(1))
+    if match := _CHINESE_HEADING.match(stripped):
+        return _CHINESE_LEVELS[match.group(1)]
+    if stripped.endswith(_SENTENCE_END):
+        return 0
+    if match := _NUMBERED_HEADING.match(stripped):
+        return 1 + match.group(1).count(".") + 1
+    if _ROMAN_HEADING.match(stripped):
+        return 2
+    if unicodedata.category(stripped[0]) == "So" and len(stripped) <= 90:
+        return 1
+    return 0
+
+
+def decode_bytes(raw: bytes, where: str) -> str:
+    """UTF-8 (BOM or not), UTF-16/32 with BOM, else whatever charset-normalizer finds (GB18030, Big5, ...)."""
+    for bom, encoding in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if raw.startswith(bom):
+            return raw.decode(encoding, errors="replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(raw[: 4 << 20]).best()
+        if best is None:
+            raise LoadError(f"{where}: looks like a binary file, not text; convert it to .txt, .md, .pdf, .html or .docx") from None
+        text = raw.decode(best.encoding, errors="replace")
+    if "\x00" in text[:65536] or _control_share(text[:65536]) > 0.05:
+        raise LoadError(f"{where}: looks like a binary file, not text; convert it to .txt, .md, .pdf, .html or .docx")
+    return text
+
+
+def _control_share(sample: str) -> float:
+    controls = sum(1 for ch in sample if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
+    return controls / max(1, len(sample))
+
+
+@dataclass(frozen=True)
+class _Part:
+    text: str
+    heading_level: int = 0
+    page: int | None = None
+
+
+def _assemble(parts: list[_Part]) -> tuple[str, tuple[Heading, ...], tuple[int, ...]]:
+    """Join cleaned parts with blank lines, remembering where headings and pages start."""
+    pieces: list[str] = []
+    headings: list[Heading] = []
+    page_starts: list[int] = []
+    offset = 0
+    last_page = None
+    for part in parts:
+        text = clean_text(part.text)
+        if part.page is not None and part.page != last_page:
+            page_starts.extend([offset] * (part.page - len(page_starts)))
+            last_page = part.page
+        if not text.strip():
+            continue
+        if pieces:
+            offset += 2
+        if part.heading_level:
+            headings.append(Heading(offset, offset + len(text.split("\n")[0]), part.heading_level))
+        pieces.append(text)
+        offset += len(text)
+    return "\n\n".join(pieces), tuple(headings), tuple(page_starts)
+
+
+def _read_front_matter(text: str, where: str) -> tuple[dict[str, str], str]:
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return {}, text
+    try:
+        data = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as exc:
+        raise LoadError(f"{where}: the YAML front matter does not parse ({str(exc).splitlines()[0]}); fix it or remove it") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{where}: the front matter must be a mapping of fields, got {type(data).__name__}")
+    fields = {}
+    for key in FRONT_MATTER_FIELDS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (dt.date, dt.datetime)):
+            value = value.isoformat()[:10]
+        if not isinstance(value, (str, int, float)):
+            raise LoadError(f"{where}: front matter field {key!r} must be text, got {type(value).__name__}")
+        fields[key] = str(value).strip()
+    if "published" in fields and not re.match(r"^\d{4}(-\d{2}(-\d{2})?)?$", fields["published"]):
+        raise LoadError(f"{where}: front matter field 'published' must be an ISO date like 2026-01-09, got {fields['published']!r}")
+    return fields, text[match.end():]
+
+
+def _load_text(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tuple]:
+    text = decode_bytes(raw, where)
+    meta: dict[str, str] = {}
+    if path.suffix.lower() in (".md", ".markdown"):
+        meta, text = _read_front_matter(text.lstrip("\ufeff"), where)
+    text = clean_text(text)
+    headings = find_text_headings(text)
+    if "title" not in meta:
+        first = next((h for h in headings if _MD_HEADING.match(text[h.start:h.end])), None)
+        if first:
+            meta["title"] = text[first.start:first.end].lstrip("#").strip()
+    return meta, text, headings, ()
+
+
+def _load_pdf(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tuple]:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise LoadError(f"{where}: the PDF is encrypted; save a decrypted copy (e.g. `qpdf --decrypt in.pdf out.pdf`) and ingest that")
+        parts = [_Part(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, start=1)]
+        title = (reader.metadata.title if reader.metadata else None) or ""
+    except LoadError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
+        raise LoadError(f"{where}: the PDF is damaged and cannot be read ({type(exc).__name__}: {exc}); re-export or repair it") from None
+    text, headings, page_starts = _assemble(parts)
+    if not text.strip():
+        raise LoadError(f"{where}: the PDF has no text layer (a scan?); run OCR on it first (e.g. `ocrmypdf`) and ingest the result")
+    return ({"title": str(title).strip()} if str(title).strip() else {}), text, find_text_headings(text), page_starts
+
+
+_DROP_TAGS = ("script", "style", "nav", "header", "footer", "noscript", "template", "svg", "iframe", "form")
+_BLOCK_TAGS = (
+    "p", "div", "li", "tr", "table", "section", "article", "main", "aside", "blockquote", "pre",
+    "ul", "ol", "dl", "dt", "dd", "figure", "figcaption", "caption", "h1", "h2", "h3", "h4", "h5", "h6",
+)
+
+
+def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tuple]:
+    from bs4 import BeautifulSoup
+
+    markup = decode_bytes(raw, where)
+    try:
+        soup = BeautifulSoup(markup, "lxml")
+        title = soup.title.get_text(" ", strip=True) if soup.title else ""
+        for tag in soup.find_all(_DROP_TAGS):
+            tag.decompose()
+        parts: list[_Part] = []
+        body = soup.body or soup
+        for heading in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+            heading.insert_before("\n\x01%s\x02" % heading.name[1])
+            heading.insert_after("\x03\n")
+        for tag in body.find_all(_BLOCK_TAGS):
+            tag.insert_after("\n\n")
+        for tag in body.find_all("br"):
+            tag.replace_with("\n")
+        flat = body.get_text("")
+    except RecursionError:
+        raise LoadError(f"{where}: the HTML is nested too deeply to parse; simplify or convert it to text") from None
+    for block in re.split(r"\n\s*\n", flat):
+        block = re.sub(r"[ \t\u00a0]+", " ", block)
+        while "\x01" in block:
+            before, _, rest = block.partition("\x01")
+            level, _, rest = rest.partition("\x02")
+            heading_text, _, block = rest.partition("\x03")
+            if before.strip():
+                parts.append(_Part(before.strip()))
+            parts.append(_Part(" ".join(heading_text.split()), heading_level=int(level)))
+        if block.strip():
+            parts.append(_Part("\n".join(line.strip() for line in block.strip().split("\n"))))
+    text, headings, _ = _assemble(parts)
+    if not title and headings:
+        title = text[headings[0].start:headings[0].end]
+    return ({"title": title} if title else {}), text, headings, ()
+
+
+def _load_docx(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tuple]:
+    import io
+
+    import docx
+    from docx.table import Table
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        raise LoadError(f"{where}: not a valid .docx (it is not a zip archive); re-save it from Word or LibreOffice") from None
+    if unpacked > DOCX_MAX_EXPANSION * max(len(raw), 1 << 20):
+        raise LoadError(f"{where}: the .docx unpacks to {unpacked / 1e6:.0f} MB from {len(raw) / 1e6:.1f} MB (a zip bomb?); refused")
+    try:
+        document = docx.Document(io.BytesIO(raw))
+    except Exception as exc:  # python-docx raises many unrelated types on damaged files
+        raise LoadError(f"{where}: the .docx is damaged and cannot be read ({type(exc).__name__}); re-save it") from None
+    parts: list[_Part] = []
+    title = (document.core_properties.title or "").strip()
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            for row in block.rows:
+                parts.append(_Part(" | ".join(cell.text.strip() for cell in row.cells)))
+            continue
+        style = (block.style.name if block.style is not None else "") or ""
+        level = 1 if style == "Title" else int(style.split()[-1]) + 1 if re.fullmatch(r"Heading [1-9]", style) else 0
+        if style == "Title" and not title:
+            title = block.text.strip()
+        parts.append(_Part(block.text, heading_level=level))
+    text, headings, _ = _assemble(parts)
+    return ({"title": title} if title else {}), text, headings, ()
+
+
+_LOADERS = {
+    ".txt": _load_text, ".md": _load_text, ".markdown": _load_text, ".pdf": _load_pdf,
+    ".html": _load_html, ".htm": _load_html, ".docx": _load_docx,
+}
+
+
+def load_document(path: Path, *, root: Path | None = None, max_file_mb: float = 50) -> Document:
+    """Read one file into a `Document`; raise `LoadError` naming the file and the reason."""
+    where = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in _LOADERS:
+        raise LoadError(f"{where}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    raw = read_file_bytes(path, max_file_mb)
+    meta, text, headings, page_starts = _LOADERS[suffix](path, raw, where)
+    if not text.strip():
+        raise LoadError(f"{where}: contains no text")
+    doc_id = validate_doc_id(meta.get("doc_id") or derive_doc_id(path, root), where)
+    language = meta.get("language") or detect_language(text)
+    return Document(
+        doc_id=doc_id,
+        text=text,
+        title=meta.get("title") or path.stem.replace("_", " ").replace("-", " ").strip() or doc_id,
+        path=str(path.resolve()),
+        file_sha256=hashlib.sha256(raw).hexdigest(),
+        language=language if language in ("en", "zh") else language[:8],
+        publisher=meta.get("publisher", ""),
+        published=meta.get("published", ""),
+        source=meta.get("source", ""),
+        headings=headings,
+        page_starts=page_starts,
+    )
+
+
+def read_file_bytes(path: Path, max_file_mb: float) -> bytes:
+    """The file's bytes, or a LoadError for a missing, looping, unreadable, empty or oversized file."""
+    where = str(path)
+    try:
+        resolved = path.resolve(strict=True)
+        size = resolved.stat().st_size
+        if not resolved.is_file():
+            raise LoadError(f"{where}: is not a regular file")
+        if size > max_file_mb * 1_000_000:
+            raise LoadError(f"{where}: is {size / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; split it or raise the limit")
+        with open(resolved, "rb") as handle:
+            raw = handle.read(int(max_file_mb * 1_000_000) + 1)
+    except LoadError:
+        raise
+    except FileNotFoundError:
+        raise LoadError(f"{where}: does not exist (moved or deleted?)") from None
+    except PermissionError:
+        raise LoadError(f"{where}: cannot be read (permission denied); fix its permissions") from None
+    except RuntimeError:  # pathlib reports symlink loops this way
+        raise LoadError(f"{where}: is a symlink loop; fix or remove the link") from None
+    except OSError as exc:
+        reason = "is a symlink loop; fix or remove the link" if exc.errno == 40 else f"cannot be read ({exc.strerror})"
+        raise LoadError(f"{where}: {reason}") from None
+    if len(raw) > max_file_mb * 1_000_000:
+        raise LoadError(f"{where}: grew past RAG_MAX_FILE_MB={max_file_mb:g} while being read")
+    if not raw.strip():
+        raise LoadError(f"{where}: is empty")
+    return raw

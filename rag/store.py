@@ -1,0 +1,554 @@
+"""The store: a SQLite catalog (the source of truth), Chroma collections (vectors) and the BM25 index.
+
+Crash safety comes from the order of writes. For each group of documents:
+  1. the catalog records the new versions as *pending* (one transaction);
+  2. their chunks go into every Chroma collection (ids unique to the version, so invisible to readers);
+  3. one catalog transaction swaps the committed chunks and queues the old versions for deletion;
+  4. the old versions' vectors are deleted, then their queue entries;
+  5. the lexical index is rebuilt from the catalog and swapped in atomically.
+Readers only return chunks the catalog has committed, so a document is always wholly old or wholly new.
+`recover()` (run by every writer before it writes) deletes what a dead writer left in step 2 or 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from rag.documents import Chunk, Document, StoredDocument
+from rag.errors import StoreError
+from rag.lexical import LexicalEntry, LexicalIndex, has_cjk, tokenize
+
+FORMAT_VERSION = 1
+MAIN_INDEX = "main"
+MULTILINGUAL_INDEX = "multilingual"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, version TEXT NOT NULL, file_sha256 TEXT NOT NULL, config_key TEXT NOT NULL,
+    path TEXT NOT NULL, title TEXT NOT NULL, language TEXT NOT NULL, published TEXT NOT NULL,
+    publisher TEXT NOT NULL, source TEXT NOT NULL, chars INTEGER NOT NULL, chunks INTEGER NOT NULL,
+    flags TEXT NOT NULL, text TEXT NOT NULL, ingested_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL,
+    section TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, page INTEGER,
+    tokens INTEGER NOT NULL, lex_tokens TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, idx);
+CREATE TABLE IF NOT EXISTS pending (
+    doc_id TEXT NOT NULL, version TEXT NOT NULL, kind TEXT NOT NULL, chunks INTEGER NOT NULL,
+    PRIMARY KEY (doc_id, version, kind));
+"""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some documents, a language, or a publication date range (ISO dates)."""
+
+    doc_ids: tuple[str, ...] = ()
+    language: str | None = None
+    published_from: str | None = None
+    published_to: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.doc_ids or self.language or self.published_from or self.published_to)
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A document ready to write: its chunks, their BM25 tokens and one vector array per index."""
+
+    document: Document
+    chunks: list[Chunk]
+    lex_tokens: list[list[str]]
+    vectors: dict[str, np.ndarray]
+    config_key: str
+
+
+def date_number(iso: str | None) -> int:
+    """2026-01-09 -> 20260109; a year or month alone counts from its start; unknown -> 0."""
+    if not iso:
+        return 0
+    digits = iso.replace("-", "")
+    return int((digits + "0101")[:8]) if digits.isdigit() and len(digits) in (4, 6, 8) else 0
+
+
+class WriterLock:
+    """An exclusive lock file in the data dir: one writer at a time, the second waits or fails clearly."""
+
+    def __init__(self, path: Path, timeout_s: float):
+        self.path = path
+        self.timeout_s = timeout_s
+        self._handle = None
+
+    def __enter__(self) -> "WriterLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    handle.close()
+                    raise StoreError(
+                        f"The store in {self.path.parent} is being written by {holder}; wait for it to finish "
+                        "(or set RAG_LOCK_TIMEOUT_S to wait), then run the command again"
+                    ) from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle:
+            self._handle.truncate(0)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class Catalog:
+    """SQLite (WAL) holding documents, committed chunks and the pending-work journal."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            found = self._db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+            if found is None:
+                self._db.execute("INSERT INTO meta VALUES ('format_version', ?), ('generation', '0')", (str(FORMAT_VERSION),))
+            elif int(found[0]) != FORMAT_VERSION:
+                raise StoreError(
+                    f"{path} has store format {found[0]}, this version reads format {FORMAT_VERSION}: "
+                    "export it with the version that wrote it (`rag export`), or run `rag ingest --rebuild`"
+                )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read of several statements."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    def generation(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _bump_generation(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+
+class VectorIndex:
+    """One Chroma collection bound to one embedder; refuses to mix models.
+
+    Without an embedder (listing and removing need no model) the collection is opened as it is.
+    """
+
+    def __init__(self, client, name: str, embedder=None):
+        self.embedder = embedder
+        self.name = name
+        if embedder is None:
+            self.collection = client.get_or_create_collection(name, embedding_function=None, metadata={"hnsw:space": "cosine"})
+            return
+        wanted = {"embed_model": embedder.name, "embed_dim": embedder.dim}
+        try:
+            self.collection = client.get_or_create_collection(
+                name, embedding_function=None, metadata={"hnsw:space": "cosine", **wanted}
+            )
+        except Exception as exc:
+            raise StoreError(f"Chroma collection {name!r} cannot be opened: {exc}") from None
+        found = {key: (self.collection.metadata or {}).get(key) for key in wanted}
+        if found != wanted:
+            raise StoreError(
+                f"Collection {name!r} was built with {found['embed_model']} ({found['embed_dim']} dimensions), "
+                f"but the settings ask for {embedder.name} ({embedder.dim}); run `rag ingest --rebuild` to re-embed "
+                "everything, or set RAG_EMBED_MODEL back"
+            )
+
+    def add(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict], batch: int) -> None:
+        for start in range(0, len(ids), batch):
+            end = start + batch
+            self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+
+    def delete_version(self, doc_id: str, version: str) -> None:
+        self.collection.delete(where={"$and": [{"doc_id": doc_id}, {"version": version}]})
+
+    def query(self, vector: np.ndarray, n: int, where: dict | None) -> list[tuple[str, float]]:
+        result = self.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
+        return [(cid, 1.0 - float(dist)) for cid, dist in zip(result["ids"][0], result["distances"][0])]
+
+    def count(self) -> int:
+        return self.collection.count()
+
+
+class Store:
+    """What ingest writes and retrieval reads. Open with `Store.open(settings, embedders)`."""
+
+    def __init__(self, settings, catalog: Catalog, client, indexes: dict[str, VectorIndex]):
+        self.settings = settings
+        self.catalog = catalog
+        self.client = client
+        self.indexes = indexes
+        self._lexical: LexicalIndex | None = None
+        self._lexical_lock = threading.Lock()
+        self._batch = min(5000, int(getattr(client, "get_max_batch_size", lambda: 5000)()))
+
+    @classmethod
+    def open(cls, settings, embedders: dict[str, object] | None = None) -> "Store":
+        """Open (creating if needed) the catalog and a collection per embedder; finish a dead writer's work if free.
+
+        With no embedders the store can list, read and remove but not add (no model is loaded).
+        """
+        client = _chroma_client(settings)
+        if embedders is None:
+            names = {c.name if hasattr(c, "name") else str(c) for c in _guard_server(settings, client.list_collections)}
+            embedders = {key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if _collection_name(settings, key) in names}
+        indexes = {key: VectorIndex(client, _collection_name(settings, key), embedder) for key, embedder in embedders.items()}
+        store = cls(settings, Catalog(settings.catalog_path), client, indexes)
+        with contextlib.suppress(StoreError):
+            with store.writer(timeout_s=0):
+                pass  # entering the writer runs recovery when nobody else is writing
+        return store
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    @contextlib.contextmanager
+    def writer(self, timeout_s: float | None = None) -> Iterator["Store"]:
+        """Hold the writer lock; leftover work of a crashed writer is recovered first."""
+        timeout = self.settings.lock_timeout_s if timeout_s is None else timeout_s
+        with WriterLock(self.settings.data_dir / "ingest.lock", timeout):
+            self.recover()
+            yield self
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    def documents(self) -> list[StoredDocument]:
+        with self.catalog.snapshot() as db:
+            rows = db.execute(
+                "SELECT doc_id, title, path, language, published, publisher, source, chunks, chars, version, "
+                "ingested_at, flags FROM documents ORDER BY doc_id"
+            ).fetchall()
+        return [StoredDocument(*row[:11], flags=tuple(json.loads(row[11]))) for row in rows]
+
+    def document_text(self, doc_id: str) -> str | None:
+        with self.catalog.snapshot() as db:
+            row = db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return row[0] if row else None
+
+    def find(self, doc_id_or_path: str) -> str | None:
+        """The doc_id named by an id or a file path, if stored."""
+        with self.catalog.snapshot() as db:
+            row = db.execute("SELECT doc_id FROM documents WHERE doc_id=?", (doc_id_or_path,)).fetchone()
+            if row is None:
+                resolved = str(Path(doc_id_or_path).expanduser().resolve())
+                row = db.execute("SELECT doc_id FROM documents WHERE path=?", (resolved,)).fetchone()
+        return row[0] if row else None
+
+    def unchanged(self, doc_id: str, file_sha256: str, config_key: str) -> bool:
+        with self.catalog.snapshot() as db:
+            row = db.execute("SELECT file_sha256, config_key FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return row == (file_sha256, config_key)
+
+    def stored_paths(self) -> dict[str, str]:
+        with self.catalog.snapshot() as db:
+            return dict(db.execute("SELECT doc_id, path FROM documents").fetchall())
+
+    def chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
+        """The committed chunks among `chunk_ids` (an id of an uncommitted or deleted version is absent)."""
+        ids = list(dict.fromkeys(chunk_ids))
+        found: dict[str, Chunk] = {}
+        with self.catalog.snapshot() as db:
+            for start in range(0, len(ids), 500):
+                part = ids[start:start + 500]
+                rows = db.execute(
+                    "SELECT c.chunk_id, c.doc_id, c.text, c.idx, c.start, c.\"end\", c.section, c.page, c.tokens, "
+                    "d.language, d.version, d.title, d.published FROM chunks c JOIN documents d USING (doc_id) "
+                    f"WHERE c.chunk_id IN ({','.join('?' * len(part))})", part
+                ).fetchall()
+                for row in rows:
+                    found[row[0]] = Chunk(*row)
+        return found
+
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        with self.catalog.snapshot() as db:
+            ids = [r[0] for r in db.execute("SELECT chunk_id FROM chunks WHERE doc_id=? ORDER BY idx", (doc_id,))]
+        found = self.chunks(ids)
+        return [found[i] for i in ids if i in found]
+
+    def count_chunks(self) -> int:
+        with self.catalog.snapshot() as db:
+            return db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def dense_search(self, index: str, vector: np.ndarray, n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
+        """(chunk_id, cosine similarity) of committed chunks, best first."""
+        with self.catalog.snapshot() as db:
+            in_flight = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM pending").fetchone()[0]
+        vectors = self.indexes[index]
+        total = vectors.count()
+        if total == 0:
+            return []
+        hits = vectors.query(vector, min(total, n + in_flight), _chroma_where(filters))
+        committed = self.chunks(cid for cid, _ in hits)
+        return [(cid, score) for cid, score in hits if cid in committed][:n]
+
+    def lexical_search(self, tokens: list[str], n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
+        index = self.lexical()
+        mask = None
+        if filters:
+            mask = index.mask(filters.doc_ids, filters.language, date_number(filters.published_from),
+                              date_number(filters.published_to))
+        hits = index.search(tokens, n, mask)
+        committed = self.chunks(cid for cid, _ in hits)
+        return [(cid, score) for cid, score in hits if cid in committed]
+
+    def lexical(self) -> LexicalIndex:
+        """The live BM25 index, reloaded when a writer has swapped in a new one."""
+        with self._lexical_lock:
+            live = LexicalIndex.live_generation(self.settings.lexical_dir)
+            if self._lexical is None or live != f"gen-{self._lexical.generation}":
+                loaded = LexicalIndex.load(self.settings.lexical_dir)
+                self._lexical = loaded if loaded is not None else self._build_lexical()
+            return self._lexical
+
+    # ---- writing (inside `with store.writer():`) -------------------------------------------------
+
+    def write(self, prepared: list[PreparedDocument]) -> None:
+        """Replace each document's chunks with the prepared ones, crash-safely (see the module docstring)."""
+        if not prepared:
+            return
+        with self.catalog.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO pending VALUES (?, ?, 'add', ?)",
+                [(p.document.doc_id, p.document.sha256, len(p.chunks)) for p in prepared],
+            )
+        self._checkpoint("pending-recorded")
+        for key, index in self.indexes.items():
+            ids, vectors, metadatas = [], [], []
+            for p in prepared:
+                ids.extend(c.chunk_id for c in p.chunks)
+                vectors.append(p.vectors[key])
+                metadatas.extend(_chunk_metadata(c) for c in p.chunks)
+            if ids:
+                _guard_server(self.settings, lambda: index.add(ids, np.concatenate(vectors), metadatas, self._batch))
+            self._checkpoint(f"vectors-written:{key}")
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        with self.catalog.transaction() as db:
+            for p in prepared:
+                doc = p.document
+                version = doc.sha256
+                old = db.execute("SELECT version, chunks FROM documents WHERE doc_id=?", (doc.doc_id,)).fetchone()
+                db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
+                db.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(c.chunk_id, c.doc_id, c.chunk_index, c.text, c.section, c.start, c.end, c.page, c.tokens,
+                      " ".join(tokens)) for c, tokens in zip(p.chunks, p.lex_tokens)],
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (doc.doc_id, version, doc.file_sha256, p.config_key, doc.path, doc.title, doc.language,
+                     doc.published, doc.publisher, doc.source, len(doc.text), len(p.chunks), json.dumps(list(doc.flags)),
+                     doc.text, now),
+                )
+                db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind='add'", (doc.doc_id, version))
+                if old and old[0] != version:
+                    db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc.doc_id, old[0], old[1]))
+            _bump_generation(db)
+        self._checkpoint("committed")
+        self._drain_pending("drop")
+        self._checkpoint("old-versions-dropped")
+
+    def touch_path(self, doc_id: str, path: str) -> None:
+        """An unchanged document found at a new path keeps its chunks and records the path."""
+        with self.catalog.transaction() as db:
+            db.execute("UPDATE documents SET path=? WHERE doc_id=? AND path<>?", (path, doc_id, path))
+
+    def remove(self, doc_ids: Iterable[str]) -> list[str]:
+        """Delete documents; returns the ids that were stored."""
+        removed = []
+        with self.catalog.transaction() as db:
+            for doc_id in doc_ids:
+                row = db.execute("SELECT version, chunks FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+                if row is None:
+                    continue
+                db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+                db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+                db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc_id, row[0], row[1]))
+                removed.append(doc_id)
+            if removed:
+                _bump_generation(db)
+        self._checkpoint("removal-committed")
+        self._drain_pending("drop")
+        return removed
+
+    def recover(self) -> None:
+        """Undo half-written additions and finish half-done deletions of a writer that died; fix the BM25 index."""
+        self._drain_pending(None)
+        live = LexicalIndex.live_generation(self.settings.lexical_dir)
+        if live != f"gen-{self.catalog.generation()}":
+            self.refresh_lexical()
+
+    def refresh_lexical(self) -> None:
+        index = self._build_lexical()
+        index.save(self.settings.lexical_dir)
+        with self._lexical_lock:
+            self._lexical = index
+
+    @classmethod
+    def reset(cls, settings) -> None:
+        """Drop the collections, the catalog's contents and the lexical index (`rag ingest --rebuild`).
+
+        Works whatever model the old collections were built with: that is what it is for.
+        """
+        client = _chroma_client(settings)
+        with WriterLock(settings.data_dir / "ingest.lock", settings.lock_timeout_s):
+            existing = {c.name if hasattr(c, "name") else str(c) for c in _guard_server(settings, client.list_collections)}
+            for key in (MAIN_INDEX, MULTILINGUAL_INDEX):
+                if _collection_name(settings, key) in existing:
+                    _guard_server(settings, lambda: client.delete_collection(_collection_name(settings, key)))
+            catalog = Catalog(settings.catalog_path)
+            with catalog.transaction() as db:
+                for table in ("chunks", "documents", "pending"):
+                    db.execute(f"DELETE FROM {table}")
+                _bump_generation(db)
+            catalog.close()
+
+    def _checkpoint(self, name: str) -> None:
+        """A named point in the write protocol; RAG_DEBUG_CRASH_AT=name kills the process there (crash tests)."""
+        if self.settings.debug_crash_at == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _drain_pending(self, kind: str | None) -> None:
+        with self.catalog.snapshot() as db:
+            rows = db.execute(
+                "SELECT doc_id, version, kind FROM pending" + (" WHERE kind=?" if kind else ""), (kind,) if kind else ()
+            ).fetchall()
+        for doc_id, version, row_kind in rows:
+            for index in self.indexes.values():
+                _guard_server(self.settings, lambda: index.delete_version(doc_id, version))
+            with self.catalog.transaction() as db:
+                db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind=?", (doc_id, version, row_kind))
+
+    def _build_lexical(self) -> LexicalIndex:
+        with self.catalog.snapshot() as db:
+            generation = int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+            rows = db.execute(
+                "SELECT c.chunk_id, c.lex_tokens, c.doc_id, d.language, d.published FROM chunks c "
+                "JOIN documents d USING (doc_id) ORDER BY c.doc_id, c.idx"
+            ).fetchall()
+        entries = [LexicalEntry(cid, tokens.split(), doc_id, lang, date_number(pub)) for cid, tokens, doc_id, lang, pub in rows]
+        return LexicalIndex.build(entries, generation)
+
+
+def _collection_name(settings, key: str) -> str:
+    return settings.collection if key == MAIN_INDEX else f"{settings.collection}-{key}"
+
+
+def lexical_tokens(chunk: Chunk) -> list[str]:
+    return tokenize(chunk.indexed_text)
+
+
+def _chunk_metadata(chunk: Chunk) -> dict:
+    return {
+        "doc_id": chunk.doc_id,
+        "version": chunk.doc_sha256,
+        "language": chunk.language,
+        "published": date_number(chunk.published),
+        "cjk": has_cjk(chunk.text),
+    }
+
+
+def _chroma_where(filters: Filters | None) -> dict | None:
+    if not filters:
+        return None
+    clauses: list[dict] = []
+    if filters.doc_ids:
+        clauses.append({"doc_id": {"$in": list(filters.doc_ids)}})
+    if filters.language:
+        clauses.append({"language": filters.language})
+    if filters.published_from:
+        clauses.append({"published": {"$gte": date_number(filters.published_from)}})
+    if filters.published_to:
+        clauses.append({"published": {"$lte": date_number(filters.published_to)}})
+        clauses.append({"published": {"$gt": 0}})
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _chroma_client(settings):
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        from urllib.parse import urlparse
+
+        url = urlparse(settings.chroma_url)
+        return _guard_server(settings, lambda: chromadb.HttpClient(
+            host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=chroma_settings
+        ))
+    settings.chroma_path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+
+
+def _guard_server(settings, call):
+    """Run a Chroma call; a server that cannot be reached becomes a StoreError naming the URL."""
+    try:
+        return call()
+    except StoreError:
+        raise
+    except Exception as exc:
+        if settings.chroma_url and _is_connection_error(exc):
+            raise StoreError(
+                f"The Chroma server at RAG_CHROMA_URL={settings.chroma_url} cannot be reached ({type(exc).__name__}); "
+                "start it (`chroma run --path DIR --host 127.0.0.1 --port PORT`) or unset RAG_CHROMA_URL"
+            ) from None
+        raise
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("connect", "timeout", "timed out", "refused", "unreachable", "remoteprotocol"))

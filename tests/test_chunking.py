@@ -1,0 +1,119 @@
+"""Chunking: along the structure, token-bounded, exact offsets, never mid-word, never truncated by the model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rag.chunking import chunk_document, count_tokens
+from rag.documents import Document
+from rag.loaders import find_text_headings, load_document
+
+from conftest import CORPUS
+
+
+def doc_of(text: str, **fields) -> Document:
+    return Document(doc_id=fields.pop("doc_id", "d"), text=text, title="T", path="/x", file_sha256="0",
+                    headings=find_text_headings(text), **fields)
+
+
+def corpus_documents():
+    return [load_document(path, root=CORPUS) for path in sorted(CORPUS.glob("*.md"))]
+
+
+def test_chunk_text_is_the_exact_slice_of_the_document():
+    for doc in corpus_documents():
+        for chunk in chunk_document(doc, 120, 20):
+            assert doc.text[chunk.start:chunk.end] == chunk.text
+
+
+def test_chunks_respect_the_token_budget_and_cover_every_word():
+    for doc in corpus_documents():
+        chunks = chunk_document(doc, 120, 20)
+        assert all(count_tokens(c.text) <= 120 for c in chunks)
+        covered = set()
+        for chunk in chunks:
+            covered.update(range(chunk.start, chunk.end))
+        heading_only = {i for h in doc.headings for i in range(h.start, h.end)}
+        missed = [m.group() for m in re.finditer(r"\S+", doc.text)
+                  if m.start() not in covered and m.start() not in heading_only]
+        assert missed == []
+
+
+def test_sections_carry_the_heading_path():
+    text = "# Plan\n\nIntro.\n\n## Targets\n\nBy 2027, 100 datasets.\n\n## Measures\n\nVouchers for SMEs."
+    chunks = chunk_document(doc_of(text), 50, 0)
+    assert [(c.section, c.text.split("\n")[-1]) for c in chunks] == [
+        ("Plan", "Intro."),
+        ("Plan > Targets", "By 2027, 100 datasets."),
+        ("Plan > Measures", "Vouchers for SMEs."),
+    ]
+
+
+def test_numbered_clauses_and_chinese_articles_are_headings():
+    text = ("1. INTRODUCTION\n\n1.1 Jurisdiction\n\n1.1.1.(1) The Rulebook applies in the ADGM.\n\n"
+            "第三条 人工智能赋能制造业。\n\n第四条 建设工业数据集。")
+    levels = [(text[h.start:h.end], h.level) for h in find_text_headings(text)]
+    assert levels == [("1. INTRODUCTION", 2), ("1.1 Jurisdiction", 3), ("第三条 人工智能赋能制造业。", 5),
+                      ("第四条 建设工业数据集。", 5)]
+
+
+def test_long_paragraphs_split_at_sentences_english_and_chinese():
+    english = " ".join(f"Sentence number {i} talks about industrial datasets and models." for i in range(40))
+    chinese = "".join(f"第{i}句话讨论工业数据集和大模型。" for i in range(60))
+    for text in (english, chinese):
+        chunks = chunk_document(doc_of(text), 60, 0)
+        assert len(chunks) > 3
+        for chunk in chunks:
+            assert chunk.text.endswith((".", "。"))
+
+
+def test_no_split_inside_a_word_or_number():
+    text = "Target " + " ".join(f"1,000,{i:03d}.5" for i in range(400))
+    for chunk in chunk_document(doc_of(text), 40, 0):
+        assert re.fullmatch(r"(Target )?[\d,.]+( [\d,.]+)*", chunk.text), chunk.text
+
+
+def test_overlap_repeats_whole_sentences():
+    text = " ".join(f"Fact {i} is stated here." for i in range(30))
+    chunks = chunk_document(doc_of(text), 40, 12)
+    for before, after in zip(chunks, chunks[1:]):
+        assert after.start < before.end
+        assert after.text.split(". ")[0] + "." in before.text
+
+
+def test_ids_are_stable_and_change_with_content():
+    text = "By 2027, 100 datasets. " * 30
+    first = [c.chunk_id for c in chunk_document(doc_of(text), 50, 10)]
+    assert first == [c.chunk_id for c in chunk_document(doc_of(text), 50, 10)]
+    changed = chunk_document(doc_of(text.replace("100", "200")), 50, 10)
+    assert not set(first) & {c.chunk_id for c in changed}
+
+
+def test_overlap_must_be_smaller_than_chunk():
+    with pytest.raises(ValueError, match="overlap 50 must be smaller"):
+        chunk_document(doc_of("text"), 50, 50)
+
+
+def test_pdf_pages_are_kept_in_chunks():
+    text = "Page one text.\n\nPage two text."
+    doc = doc_of(text, page_starts=(0, text.index("Page two")))
+    chunks = chunk_document(doc, 4, 0)
+    assert [(c.text, c.page) for c in chunks] == [("Page one text.", 1), ("Page two text.", 2)]
+
+
+def test_no_corpus_chunk_exceeds_the_models_max_sequence_length(main_model):
+    """The embedder would silently cut anything longer; the chunker must split it instead."""
+    for doc in corpus_documents():
+        for chunk in chunk_document(doc, 200, 30, main_model.fits):
+            assert main_model.count_model_tokens(chunk.indexed_text) <= main_model.max_tokens
+
+
+def test_fits_check_splits_chunks_the_model_would_truncate(main_model):
+    text = " ".join(["The 1,000 benchmark enterprises (SASAC, SAMR) & 2–3 ecosystem leaders."] * 60)
+    loose = chunk_document(doc_of(text), 1500, 0)
+    assert max(main_model.count_model_tokens(c.indexed_text) for c in loose) > main_model.max_tokens
+    bounded = chunk_document(doc_of(text), 1500, 0, main_model.fits)
+    assert all(main_model.fits(c.indexed_text) for c in bounded)
+    assert "".join(c.text + " " for c in bounded).split() == text.split()

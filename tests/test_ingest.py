@@ -1,0 +1,271 @@
+"""Ingest and store: idempotent, changes replace, removals remove, crashes leave whole documents, bad files are reported."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.errors import StoreError
+from rag.ingest import ingest, remove_documents
+from rag.lexical import tokenize
+from rag.store import MAIN_INDEX, Store, WriterLock
+
+from conftest import CORPUS, ROOT, make_settings
+
+SEED = "gmt-eight-ai-manufacturing-special-action.md"
+
+
+class CountingEmbedder:
+    """The real model, counting how many passages it was asked to embed."""
+
+    def __init__(self, model):
+        self._model = model
+        self.name, self.dim = model.name, model.dim
+        self.embedded = 0
+
+    def fits(self, text):
+        return self._model.fits(text)
+
+    def embed_passages(self, texts):
+        self.embedded += len(texts)
+        return self._model.embed_passages(texts)
+
+    def embed_query(self, text):
+        return self._model.embed_query(text)
+
+
+def snapshot(store: Store) -> dict[str, list[tuple[str, str]]]:
+    """doc_id -> [(chunk_id, text)] as the catalog holds them."""
+    return {d.doc_id: [(c.chunk_id, c.text) for c in store.document_chunks(d.doc_id)] for d in store.documents()}
+
+
+def assert_consistent(store: Store) -> None:
+    """Every vector collection and the BM25 index hold exactly the catalog's chunks."""
+    catalog_ids = {cid for chunks in snapshot(store).values() for cid, _ in chunks}
+    for index in store.indexes.values():
+        assert set(index.collection.get(include=[])["ids"]) == catalog_ids
+    assert set(store.lexical().chunk_ids) == catalog_ids
+
+
+def searchable_texts(store: Store, query: str) -> set[str]:
+    vector = store.indexes[MAIN_INDEX].embedder.embed_query(query)
+    hits = store.dense_search(MAIN_INDEX, vector, 50) + store.lexical_search(tokenize(query), 50)
+    return {c.text for c in store.chunks(cid for cid, _ in hits).values()}
+
+
+def test_ingest_then_reingest_does_no_work(settings, open_store, main_model, corpus_copy):
+    spy = CountingEmbedder(main_model)
+    store = open_store(settings, {MAIN_INDEX: spy})
+    first = ingest([corpus_copy], settings, store)
+    assert (first.count("added"), first.count("failed")) == (2, 0)
+    assert first.chunks_written == store.count_chunks() > 10
+    assert spy.embedded == first.chunks_written
+    before = snapshot(store)
+    assert_consistent(store)
+
+    second = ingest([corpus_copy], settings, store)
+    assert (second.count("unchanged"), second.count("added"), second.count("updated")) == (2, 0, 0)
+    assert spy.embedded == first.chunks_written
+    assert snapshot(store) == before
+
+
+def test_changed_document_replaces_its_chunks(settings, store, corpus_copy):
+    ingest([corpus_copy], settings, store)
+    path = corpus_copy / SEED
+    path.write_text(path.read_text().replace("100 high‑quality industrial datasets", "250 premium lakehouse datasets"))
+    report = ingest([corpus_copy], settings, store)
+    assert (report.count("updated"), report.count("unchanged")) == (1, 1)
+    texts = searchable_texts(store, "how many industrial datasets by 2027")
+    assert any("250 premium lakehouse datasets" in t for t in texts)
+    assert not any("create 100 high‑quality industrial datasets" in t for t in texts)
+    assert_consistent(store)
+
+
+def test_remove_by_id_and_by_path_and_prune(settings, store, corpus_copy):
+    (corpus_copy / "extra.md").write_text("# Extra\n\nA third document about robots.", encoding="utf-8")
+    (corpus_copy / "fourth.md").write_text("# Fourth\n\nA fourth document about drones.", encoding="utf-8")
+    ingest([corpus_copy], settings, store)
+    removed, unknown = remove_documents(["extra.md", str(corpus_copy / SEED), "no-such-doc"], store)
+    assert sorted(removed) == ["extra.md", "gmt-eight-ai-manufacturing-special-action"]
+    assert unknown == ["no-such-doc"]
+    (corpus_copy / "fourth.md").unlink()
+    report = ingest([corpus_copy], settings, store, prune=True)
+    assert [(o.status, o.doc_id) for o in report.outcomes if o.status == "removed"] == [("removed", "fourth.md")]
+    # removed documents whose files are still there come back with the next ingest; the pruned one does not
+    assert [d.doc_id for d in store.documents()] == ["blueprint-2027-ai-manufacturing-strategy", "extra.md",
+                                                     "gmt-eight-ai-manufacturing-special-action"]
+    assert_consistent(store)
+
+
+def test_rebuild_drops_everything_and_allows_a_new_model(settings, store, corpus_copy):
+    ingest([corpus_copy], settings, store)
+    store.close()
+    Store.reset(settings)
+    from rag.embedding import UseEmbedder
+
+    other = Store.open(settings, {MAIN_INDEX: UseEmbedder()})
+    assert other.documents() == [] and other.indexes[MAIN_INDEX].count() == 0
+    other.close()
+
+
+def test_opening_with_another_model_asks_for_rebuild(settings, store, corpus_copy):
+    ingest([corpus_copy], settings, store)
+    from rag.embedding import UseEmbedder
+
+    with pytest.raises(StoreError, match=r"built with all-MiniLM-L6-v2 \(384 dimensions\).*rag ingest --rebuild"):
+        Store.open(settings, {MAIN_INDEX: UseEmbedder()})
+
+
+def test_second_writer_fails_clearly(settings, store, corpus_copy):
+    with WriterLock(settings.data_dir / "ingest.lock", 0):
+        with pytest.raises(StoreError, match=f"being written by pid {os.getpid()}.*RAG_LOCK_TIMEOUT_S"):
+            ingest([corpus_copy], settings, store)
+    assert store.documents() == []
+
+
+def test_bad_files_are_reported_and_the_rest_goes_on(settings, store, corpus_copy, tmp_path):
+    ingest([corpus_copy], settings, store)
+    before = snapshot(store)
+    bad = corpus_copy / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 50)
+    (bad / "corrupt.pdf").write_bytes(b"%PDF-1.7 garbage")
+    (bad / "table.xlsx").write_bytes(b"PK")
+    (bad / "huge.txt").write_text("x " * 600_000)
+    (bad / "good.txt").write_text("Robots will be deployed in 50 pilot factories.", encoding="utf-8")
+    os.symlink(bad / "loop.md", bad / "loop.md")
+    dupe = corpus_copy / "copy-with-same-id.md"
+    dupe.write_text((corpus_copy / SEED).read_text().replace("GMT Eight", "GMT 8"), encoding="utf-8")
+    report = ingest([corpus_copy, tmp_path / "missing-folder"], make_settings(settings.data_dir, max_file_mb=1), store)
+    failed = {Path(o.path).name: o.message for o in report.failures}
+    assert set(failed) == {"empty.txt", "binary.txt", "corrupt.pdf", "table.xlsx", "huge.txt", "loop.md",
+                           "missing-folder", "copy-with-same-id.md"}
+    for name, message in failed.items():
+        assert name in message
+    assert "already used by" in failed["copy-with-same-id.md"]
+    assert report.count("added") == 1 and not report.ok
+    after = snapshot(store)
+    assert {k: v for k, v in after.items() if k != "bad/good.txt"} == before
+    assert_consistent(store)
+
+
+@pytest.mark.parametrize("point", ["pending-recorded", "vectors-written:main", "committed", "old-versions-dropped"])
+def test_a_crash_at_any_write_step_leaves_whole_documents(settings, store, corpus_copy, point, monkeypatch):
+    ingest([corpus_copy], settings, store)
+    old = snapshot(store)
+    path = corpus_copy / SEED
+    path.write_text(path.read_text().replace("500 representative application scenarios", "900 flagship scenarios"))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at(self, name):
+        if name == point:
+            raise Crash(name)
+
+    monkeypatch.setattr(Store, "_checkpoint", crash_at)
+    with pytest.raises(Crash):
+        ingest([corpus_copy], settings, store)
+    monkeypatch.undo()
+    reopened = Store.open(settings, store.indexes and {k: i.embedder for k, i in store.indexes.items()})
+    now = snapshot(reopened)
+    changed = now[SEED[:-3]]
+    assert any("900 flagship scenarios" in t for _, t in changed) == (point in ("committed", "old-versions-dropped"))
+    assert now[SEED[:-3]] == old[SEED[:-3]] or not any("500 representative" in t for _, t in changed)
+    assert_consistent(reopened)
+    ingest([corpus_copy], settings, reopened)
+    clean_settings = make_settings(settings.data_dir.parent / "clean")
+    clean = Store.open(clean_settings, {k: i.embedder for k, i in store.indexes.items()})
+    ingest([corpus_copy], clean_settings, clean)
+    assert snapshot(reopened) == snapshot(clean)
+    assert_consistent(reopened)
+    clean.close()
+    reopened.close()
+
+
+@pytest.mark.parametrize("point", ["vectors-written:main", "committed"])
+def test_sigkill_mid_ingest_is_recovered_by_the_next_run(tmp_path, corpus_copy, point, open_store):
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_MULTILINGUAL_MODEL": "none"}
+    run = [sys.executable, "-m", "rag", "ingest", str(corpus_copy)]
+    assert subprocess.run(run, env=env, cwd=ROOT, capture_output=True).returncode == 0
+    path = corpus_copy / SEED
+    path.write_text(path.read_text().replace("two to three globally influential", "seven globally influential"))
+    killed = subprocess.run(run, env={**env, "RAG_DEBUG_CRASH_AT": point}, cwd=ROOT, capture_output=True)
+    assert killed.returncode == -9
+    settings = make_settings(tmp_path / "data")
+    store = open_store(settings)
+    texts = [t for _, t in snapshot(store)[SEED[:-3]]]
+    assert any("seven globally influential" in t for t in texts) == (point == "committed")
+    assert any("two to three globally influential" in t for t in texts) == (point != "committed")
+    assert_consistent(store)
+    again = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    store.close()
+    store = open_store(settings)
+    assert any("seven globally influential" in t for _, t in snapshot(store)[SEED[:-3]])
+    assert_consistent(store)
+
+
+def test_server_mode_ingests_updates_and_removes(tmp_path, corpus_copy, chroma_server, open_store):
+    settings = make_settings(tmp_path / "data", chroma_url=chroma_server.url, collection="server-test")
+    store = open_store(settings)
+    assert ingest([corpus_copy], settings, store).count("added") == 2
+    assert ingest([corpus_copy], settings, store).count("unchanged") == 2
+    path = corpus_copy / SEED
+    path.write_text(path.read_text().replace("1,000 benchmark enterprises", "4,000 benchmark enterprises"))
+    assert ingest([corpus_copy], settings, store).count("updated") == 1
+    texts = searchable_texts(store, "how many benchmark enterprises")
+    assert any("4,000 benchmark enterprises" in t for t in texts)
+    assert not any("selecting 1,000 benchmark enterprises" in t for t in texts)
+    assert_consistent(store)
+    remove_documents([SEED[:-3]], store)
+    assert_consistent(store)
+    assert not (tmp_path / "data" / "chroma").exists()
+
+
+def test_server_down_is_a_clear_error(tmp_path):
+    from conftest import free_port
+
+    settings = make_settings(tmp_path / "data", chroma_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StoreError, match=r"Chroma server at RAG_CHROMA_URL=http://127\.0\.0\.1:\d+ cannot be reached"):
+        Store.open(settings, None)
+
+
+def test_server_killed_mid_ingest_then_restarted(tmp_path, corpus_copy, open_store):
+    from conftest import ChromaServer
+
+    server = ChromaServer(tmp_path / "server").start()
+    try:
+        settings = make_settings(tmp_path / "data", chroma_url=server.url, collection="restart-test")
+        store = open_store(settings)
+        ingest([corpus_copy], settings, store)
+        before = snapshot(store)
+        path = corpus_copy / SEED
+        path.write_text(path.read_text().replace("Wu Yin", "Wu Yin (edited)"))
+        original_add = type(store.indexes[MAIN_INDEX]).add
+
+        def add_then_die(self, *args, **kwargs):
+            server.kill()
+            return original_add(self, *args, **kwargs)
+
+        type(store.indexes[MAIN_INDEX]).add = add_then_die
+        try:
+            with pytest.raises(StoreError, match="cannot be reached"):
+                ingest([corpus_copy], settings, store)
+        finally:
+            type(store.indexes[MAIN_INDEX]).add = original_add
+        assert snapshot(store) == before
+        server.start()
+        reopened = open_store(settings)
+        ingest([corpus_copy], settings, reopened)
+        assert any("Wu Yin (edited)" in t for _, t in snapshot(reopened)[SEED[:-3]])
+        assert_consistent(reopened)
+    finally:
+        server.kill()
