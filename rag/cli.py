@@ -78,6 +78,93 @@ def cmd_remove(args, settings) -> int:
     return 0 if not unknown else 1
 
 
+def cmd_ask(args, settings) -> int:
+    import json
+
+    from rag.answer import answer
+    from rag.store import Filters
+
+    store = _open_store(settings)
+    result = answer(args.question, settings, store=store, k=args.k, answerer=args.answerer,
+                    filters=Filters(doc_ids=tuple(args.doc)) if args.doc else None)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
+        return 0
+    for notice in result.notices:
+        errors.print(f"[yellow]note:[/yellow] {notice}", highlight=False)
+    console.print(result.text, markup=False, highlight=False)
+    if result.abstained:
+        table = Table(title="Related passages (not sources)")
+        table.add_column("rank", justify="right")
+        for column in ("title", "section", "passage"):
+            table.add_column(column, overflow="fold")
+        for passage in result.retrieved:
+            table.add_row(str(passage.rank), passage.chunk.title, passage.chunk.section, passage.chunk.text[:300])
+    else:
+        table = Table(title="Sources")
+        table.add_column("[n]", justify="right")
+        for column in ("title", "section", "quote"):
+            table.add_column(column, overflow="fold")
+        for citation in result.citations:
+            table.add_row(str(citation.marker), citation.title, citation.section, citation.quote)
+    console.print(table)
+    return 0
+
+
+def cmd_eval(args, settings) -> int:
+    import datetime as dt
+
+    from rag import evaluation
+    from rag.report import write_reports
+
+    thresholds = evaluation.parse_thresholds(args.fail_under)
+    old = evaluation.read_report(args.compare) if args.compare else None
+    if args.store:
+        settings = settings.model_copy(update={"data_dir": args.store})
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=errors, transient=True) as bar:
+        task = bar.add_task("ingesting corpus", total=None)
+        run = evaluation.run_eval(
+            args.golden, args.corpus, settings, k=args.k, answerer=args.answerer, peers=args.peers,
+            on_ingest=lambda report: bar.update(task, description="asking"),
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    folder = args.report_dir or Path("eval/reports") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    paths = write_reports(run, folder)
+    table = Table(title=f"{run.summary['questions']} questions, k = {args.k}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if old:
+        table.add_column("before", justify="right")
+        table.add_column("change", justify="right")
+        for metric, new, before, delta, better in evaluation.compare(run.summary, old):
+            colour = "green" if better else "red" if better is False else "white"
+            table.add_row(metric, _show(new), _show(before), f"[{colour}]{_show(delta, signed=True)}[/{colour}]")
+    else:
+        for metric in evaluation.METRICS:
+            table.add_row(metric, _show(run.summary.get(metric)))
+    console.print(table)
+    if run.peers:
+        peers = Table(title="Retrieval, same golden file and k")
+        for column in ("pipeline", "hit rate", "MRR", "context recall"):
+            peers.add_column(column)
+        for name, values in run.peers.items():
+            peers.add_row(name, *(_show(values.get(m)) for m in ("retrieval_hit_rate", "retrieval_mrr", "context_recall")))
+        console.print(peers)
+    console.print(f"reports: {paths['md']}, {paths['html']}, {paths['json']}", markup=False)
+    missed = evaluation.missed_thresholds(run.summary, thresholds)
+    for message in missed:
+        errors.print(f"[red]FAIL[/red] {message}", highlight=False)
+    return 1 if missed else 0
+
+
+def _show(value, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return f"{value:+}" if signed else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Cited answers from policy documents.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("remove", help="remove documents by doc_id or path")
     remove.add_argument("names", nargs="+")
     remove.set_defaults(run=cmd_remove)
+
+    ask = commands.add_parser("ask", help="answer a question with citations")
+    ask.add_argument("question")
+    ask.add_argument("--k", type=int, help="passages to retrieve (default RAG_K)")
+    ask.add_argument("--doc", action="append", default=[], metavar="DOC_ID", help="only these documents (repeatable)")
+    ask.add_argument("--answerer", choices=["extractive", "llm"])
+    ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    ask.set_defaults(run=cmd_ask)
+
+    evaluate = commands.add_parser("eval", help="score answers against a golden Q&A set")
+    evaluate.add_argument("--golden", type=Path, default=Path("eval/golden.jsonl"))
+    evaluate.add_argument("--corpus", type=Path, default=Path("corpus"))
+    evaluate.add_argument("--store", type=Path, help="data dir of a separate store for this corpus")
+    evaluate.add_argument("--k", type=int, default=5)
+    evaluate.add_argument("--answerer", choices=["extractive", "llm"])
+    evaluate.add_argument("--report-dir", type=Path)
+    evaluate.add_argument("--compare", type=Path, metavar="OLD_REPORT.json")
+    evaluate.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE")
+    evaluate.add_argument("--peers", action="store_true", help="also score the LangChain tutorial pipeline and plain BM25")
+    evaluate.set_defaults(run=cmd_eval)
     return parser
 
 

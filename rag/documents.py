@@ -78,3 +78,56 @@ class StoredDocument:
     sha256: str
     ingested_at: str
     flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """What `[marker]` in an answer points at: a sentence quoted verbatim, located in its document."""
+
+    marker: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    section: str
+    quote: str
+    start: int  # offsets of `quote` in the document's text
+    end: int
+    published: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: tuple[Citation, ...]
+    retrieved: tuple  # tuple[Retrieved, ...] in final rank order
+    abstained: bool
+    reason: str = ""  # why it abstained, or what the output check removed
+    timings: dict = field(default_factory=dict)
+    answerer: str = "extractive"  # extractive | llm | extractive (llm failed)
+    notices: tuple[str, ...] = ()  # things the user should know (fallbacks, removed sentences)
+    question: str = ""  # the standalone question that was answered
+    removed: int = 0  # sentences the output check removed or flagged
+
+    def to_dict(self) -> dict:
+        """The JSON shape shared by `rag ask --json` and the evaluation report."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "reason": self.reason,
+            "answerer": self.answerer,
+            "notices": list(self.notices),
+            "removed": self.removed,
+            "citations": [
+                {"marker": c.marker, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "section": c.section,
+                 "text": c.quote, "start": c.start, "end": c.end, "published": c.published}
+                for c in self.citations
+            ],
+            "retrieved": [
+                {"chunk_id": r.chunk.chunk_id, "doc_id": r.chunk.doc_id, "title": r.chunk.title,
+                 "section": r.chunk.section, "text": r.chunk.text, "score": round(r.score, 6), "rank": r.rank,
+                 "start": r.chunk.start, "end": r.chunk.end}
+                for r in self.retrieved
+            ],
+            "timings": self.timings,
+        }

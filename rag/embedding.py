@@ -6,6 +6,7 @@ must be a local path or a model already in the Hugging Face cache (HF_HUB_OFFLIN
 
 from __future__ import annotations
 
+import copy
 import threading
 from functools import lru_cache
 from importlib import resources
@@ -51,10 +52,15 @@ class SentenceTransformerEmbedder:
         self.max_tokens = int(self._model.max_seq_length)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        # Counting runs in ingest's parsing thread while encode() runs: a fast tokenizer's padding state is
+        # shared mutable state, so counting gets its own copy.
+        self._counter = copy.deepcopy(self._model.tokenizer)
+        self._counter_lock = threading.Lock()
 
     def count_model_tokens(self, text: str) -> int:
         """Tokens in the model's own tokenizer, special tokens included (what max_seq_length limits)."""
-        return len(self._model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        with self._counter_lock:
+            return len(self._counter(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def fits(self, text: str) -> bool:
         """True when the model reads all of `text` (nothing cut off by max_seq_length)."""
@@ -67,7 +73,7 @@ class SentenceTransformerEmbedder:
             ).astype(np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_passages([text])[0]
+        return _cached_query(self, text)
 
 
 class UseEmbedder:
@@ -87,7 +93,7 @@ class UseEmbedder:
             return np.asarray(self._model.encode(texts), dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_passages([text])[0]
+        return _cached_query(self, text)
 
 
 class E5Embedder:
@@ -107,8 +113,19 @@ class E5Embedder:
             return np.asarray(self._model.passage(texts), dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
+        return _cached_query(self, text)
+
+    def _query_vector(self, text: str) -> np.ndarray:
         with self._lock:
             return np.asarray(self._model.query([text]), dtype=np.float32)[0]
+
+
+@lru_cache(maxsize=512)
+def _cached_query(embedder, text: str) -> np.ndarray:
+    """Retrieval and the answerer embed the same question: do it once."""
+    vector = embedder._query_vector(text) if hasattr(embedder, "_query_vector") else embedder.embed_passages([text])[0]
+    vector.setflags(write=False)
+    return vector
 
 
 _load_lock = threading.Lock()

@@ -11,13 +11,13 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rag.chunking import CHUNKER_VERSION, chunk_document
+from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
 from rag.errors import LoadError, RagError
 from rag.lexical import TOKENIZER_VERSION
 from rag.loaders import file_sha256, load_document
@@ -188,7 +188,8 @@ def _parse(path: Path, root: Path | None, settings, store: Store, key: str, know
             store.touch_path(document.doc_id, document.path)
             return _Parsed(None, FileOutcome(where, "unchanged", document.doc_id))
         chunks = chunk_document(document, settings.chunk_tokens, settings.chunk_overlap, store.indexes[MAIN_INDEX].embedder.fits)
-        prepared = PreparedDocument(document, chunks, [lexical_tokens(c) for c in chunks], {}, key)
+        units = [sentence_units(c.text, c.section) for c in chunks]
+        prepared = PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], units, {}, key)
         status = "updated" if store.find(document.doc_id) else "added"
         return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks)))
     except RagError as exc:
@@ -204,18 +205,19 @@ def _living_owner(document, stored_paths: dict[str, str]) -> str | None:
 
 
 def _embed_and_write(group: list[_Parsed], store: Store) -> int:
-    texts = [chunk.indexed_text for g in group for chunk in g.prepared.chunks]
+    """Embed every sentence unit of the group in one call per model, then write the group."""
+    texts = [unit.embedding_text(chunk.text) for g in group
+             for chunk, units in zip(g.prepared.chunks, g.prepared.units) for unit in units]
     vectors = {key: index.embedder.embed_passages(texts) if texts else np.zeros((0, index.embedder.dim), np.float32)
                for key, index in store.indexes.items()}
     prepared, offset = [], 0
     for g in group:
-        size = len(g.prepared.chunks)
+        size = sum(map(len, g.prepared.units))
         own = {key: array[offset:offset + size] for key, array in vectors.items()}
-        prepared.append(PreparedDocument(g.prepared.document, g.prepared.chunks, g.prepared.lex_tokens, own,
-                                         g.prepared.config_key))
+        prepared.append(replace(g.prepared, vectors=own))
         offset += size
     store.write(prepared)
-    return len(texts)
+    return sum(len(g.prepared.chunks) for g in group)
 
 
 def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:

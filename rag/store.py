@@ -27,12 +27,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from rag.chunking import SentenceUnit
 from rag.documents import Chunk, Document, StoredDocument
 from rag.errors import StoreError
 from rag.lexical import LexicalEntry, LexicalIndex, has_cjk, tokenize
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAIN_INDEX = "main"
+# Sentence vectors fetched per chunk wanted: a chunk's best sentence decides its rank.
+SENTENCES_PER_CHUNK = 4
 MULTILINGUAL_INDEX = "multilingual"
 
 _SCHEMA = """
@@ -41,7 +44,7 @@ CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY, version TEXT NOT NULL, file_sha256 TEXT NOT NULL, config_key TEXT NOT NULL,
     path TEXT NOT NULL, title TEXT NOT NULL, language TEXT NOT NULL, published TEXT NOT NULL,
     publisher TEXT NOT NULL, source TEXT NOT NULL, chars INTEGER NOT NULL, chunks INTEGER NOT NULL,
-    flags TEXT NOT NULL, text TEXT NOT NULL, ingested_at TEXT NOT NULL);
+    vectors INTEGER NOT NULL, flags TEXT NOT NULL, text TEXT NOT NULL, ingested_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL,
     section TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, page INTEGER,
@@ -68,11 +71,13 @@ class Filters:
 
 @dataclass(frozen=True)
 class PreparedDocument:
-    """A document ready to write: its chunks, their BM25 tokens and one vector array per index."""
+    """A document ready to write: its chunks, their BM25 tokens, their sentence units, and per vector index
+    one array with a row per sentence unit (chunk by chunk, in order)."""
 
     document: Document
     chunks: list[Chunk]
     lex_tokens: list[list[str]]
+    units: list[list[SentenceUnit]]
     vectors: dict[str, np.ndarray]
     config_key: str
 
@@ -325,16 +330,33 @@ class Store:
             return db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
 
     def dense_search(self, index: str, vector: np.ndarray, n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
-        """(chunk_id, cosine similarity) of committed chunks, best first."""
+        """(chunk_id, best sentence cosine) of committed chunks, best first."""
         with self.catalog.snapshot() as db:
             in_flight = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM pending").fetchone()[0]
         vectors = self.indexes[index]
         total = vectors.count()
         if total == 0:
             return []
-        hits = vectors.query(vector, min(total, n + in_flight), _chroma_where(filters))
-        committed = self.chunks(cid for cid, _ in hits)
-        return [(cid, score) for cid, score in hits if cid in committed][:n]
+        hits = vectors.query(vector, min(total, SENTENCES_PER_CHUNK * n + in_flight), _chroma_where(filters))
+        best: dict[str, float] = {}
+        for unit_id, score in hits:
+            chunk_id = unit_id.rsplit(":", 1)[0]
+            best[chunk_id] = max(score, best.get(chunk_id, -1.0))
+        committed = self.chunks(best)
+        ranked = sorted((cid for cid in best if cid in committed), key=lambda cid: -best[cid])
+        return [(cid, best[cid]) for cid in ranked[:n]]
+
+    def unit_vectors(self, index: str, chunk_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored sentence vectors of each chunk, one row per sentence unit in order."""
+        ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return {}
+        found = self.indexes[index].collection.get(where={"chunk_id": {"$in": ids}}, include=["embeddings"])
+        rows: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for unit_id, embedding in zip(found["ids"], found["embeddings"]):
+            chunk_id, _, number = unit_id.rpartition(":")
+            rows.setdefault(chunk_id, []).append((int(number), np.asarray(embedding, dtype=np.float32)))
+        return {cid: np.stack([v for _, v in sorted(units, key=lambda u: u[0])]) for cid, units in rows.items()}
 
     def lexical_search(self, tokens: list[str], n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
         index = self.lexical()
@@ -364,15 +386,16 @@ class Store:
         with self.catalog.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO pending VALUES (?, ?, 'add', ?)",
-                [(p.document.doc_id, p.document.sha256, len(p.chunks)) for p in prepared],
+                [(p.document.doc_id, p.document.sha256, sum(map(len, p.units))) for p in prepared],
             )
         self._checkpoint("pending-recorded")
         for key, index in self.indexes.items():
             ids, vectors, metadatas = [], [], []
             for p in prepared:
-                ids.extend(c.chunk_id for c in p.chunks)
+                for chunk, units in zip(p.chunks, p.units):
+                    ids.extend(f"{chunk.chunk_id}:{n}" for n in range(len(units)))
+                    metadatas.extend([_chunk_metadata(chunk)] * len(units))
                 vectors.append(p.vectors[key])
-                metadatas.extend(_chunk_metadata(c) for c in p.chunks)
             if ids:
                 _guard_server(self.settings, lambda: index.add(ids, np.concatenate(vectors), metadatas, self._batch))
             self._checkpoint(f"vectors-written:{key}")
@@ -381,7 +404,7 @@ class Store:
             for p in prepared:
                 doc = p.document
                 version = doc.sha256
-                old = db.execute("SELECT version, chunks FROM documents WHERE doc_id=?", (doc.doc_id,)).fetchone()
+                old = db.execute("SELECT version, vectors FROM documents WHERE doc_id=?", (doc.doc_id,)).fetchone()
                 db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
                 db.executemany(
                     "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -389,10 +412,10 @@ class Store:
                       " ".join(tokens)) for c, tokens in zip(p.chunks, p.lex_tokens)],
                 )
                 db.execute(
-                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (doc.doc_id, version, doc.file_sha256, p.config_key, doc.path, doc.title, doc.language,
-                     doc.published, doc.publisher, doc.source, len(doc.text), len(p.chunks), json.dumps(list(doc.flags)),
-                     doc.text, now),
+                     doc.published, doc.publisher, doc.source, len(doc.text), len(p.chunks), sum(map(len, p.units)),
+                     json.dumps(list(doc.flags)), doc.text, now),
                 )
                 db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind='add'", (doc.doc_id, version))
                 if old and old[0] != version:
@@ -412,7 +435,7 @@ class Store:
         removed = []
         with self.catalog.transaction() as db:
             for doc_id in doc_ids:
-                row = db.execute("SELECT version, chunks FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+                row = db.execute("SELECT version, vectors FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
                 if row is None:
                     continue
                 db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
@@ -488,12 +511,15 @@ def _collection_name(settings, key: str) -> str:
     return settings.collection if key == MAIN_INDEX else f"{settings.collection}-{key}"
 
 
-def lexical_tokens(chunk: Chunk) -> list[str]:
-    return tokenize(chunk.indexed_text)
+def lexical_tokens(chunk: Chunk, document: Document | None = None) -> list[str]:
+    """BM25 sees the heading path and text, plus the document's title and publisher ("according to GMT Eight")."""
+    about = f"{document.publisher} {document.title}\n" if document else ""
+    return tokenize(about + chunk.indexed_text)
 
 
 def _chunk_metadata(chunk: Chunk) -> dict:
     return {
+        "chunk_id": chunk.chunk_id,
         "doc_id": chunk.doc_id,
         "version": chunk.doc_sha256,
         "language": chunk.language,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rag.chunking import chunk_document, count_tokens
+from rag.chunking import chunk_document, count_tokens, sentence_spans, sentence_units
 from rag.documents import Document
 from rag.loaders import find_text_headings, load_document
 
@@ -117,3 +117,20 @@ def test_fits_check_splits_chunks_the_model_would_truncate(main_model):
     bounded = chunk_document(doc_of(text), 1500, 0, main_model.fits)
     assert all(main_model.fits(c.indexed_text) for c in bounded)
     assert "".join(c.text + " " for c in bounded).split() == text.split()
+
+
+def test_sentence_spans_respect_abbreviations_and_lines():
+    text = "Standardization vs. Innovation: will it? Released Jan. 9, 2026. Version 1.5 ships.\n- One\n中文句子。另一句！"
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "Standardization vs. Innovation: will it?", "Released Jan. 9, 2026.", "Version 1.5 ships.", "- One",
+        "中文句子。", "另一句！"]
+
+
+def test_sentence_units_carry_their_label_and_skip_label_lines():
+    text = "V. Security & Governance\n- Tech: Anti-deepfake authentication.\n- Computing Power:\n- Push for chips: edge chips."
+    units = sentence_units(text, "Detailed Breakdown > V. Security & Governance")
+    assert [(u.text(text), u.label) for u in units] == [
+        ("Tech: Anti-deepfake authentication.", "V. Security & Governance"),
+        ("Push for chips: edge chips.", "Computing Power"),
+    ]
+    assert units[1].embedding_text(text) == "Computing Power: Push for chips: edge chips."

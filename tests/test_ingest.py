@@ -46,10 +46,11 @@ def snapshot(store: Store) -> dict[str, list[tuple[str, str]]]:
 
 
 def assert_consistent(store: Store) -> None:
-    """Every vector collection and the BM25 index hold exactly the catalog's chunks."""
+    """Every vector collection (a vector per sentence unit, id `chunk_id:n`) and the BM25 index hold exactly
+    the catalog's chunks."""
     catalog_ids = {cid for chunks in snapshot(store).values() for cid, _ in chunks}
     for index in store.indexes.values():
-        assert set(index.collection.get(include=[])["ids"]) == catalog_ids
+        assert {unit_id.rsplit(":", 1)[0] for unit_id in index.collection.get(include=[])["ids"]} == catalog_ids
     assert set(store.lexical().chunk_ids) == catalog_ids
 
 

@@ -1,0 +1,142 @@
+"""What a question asks: its normal form, its answer type, the terms an answer cannot do without, follow-ups."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from rag.errors import QuestionError
+from rag.lexical import STOP_WORDS, has_cjk, tokenize
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_NUMBER = re.compile(r"\d[\d,.]*")
+_INTERROGATIVES = frozenset(
+    "what which who whom whose when where why how many much list name tell give describe explain "
+    "according say says said does do did".split()
+)
+# Words every question about these documents uses: no help in finding the answer, but kept in follow-ups.
+_QUESTION_WORDS = _INTERROGATIVES | frozenset("document documents plan policy opinions blueprint article".split())
+# Pronouns and openers that mark a follow-up leaning on the previous question.
+_FOLLOW_UP = re.compile(
+    r"^(and|also|what about|how about|and what|and how|what of)\b|\b(it|its|they|them|their|this|that|these|those|"
+    r"he|she|his|her)\b|^(它|其|该|这|那|那么|还有)", re.IGNORECASE)
+
+TYPES = ("numeric", "date", "who", "list", "other")
+_TYPE_PATTERNS = [
+    ("numeric", re.compile(r"\bhow (many|much)\b|\bwhat (number|percentage|share|proportion|amount)\b|\bhow large\b|"
+                           r"\bin percent\b|多少|几个|几家|几项|比例|百分之", re.IGNORECASE)),
+    ("date", re.compile(r"\bwhen\b|\bwhat (date|day|year|time)\b|\bwhich (date|day|year)\b|\bby what (date|year)\b|"
+                        r"何时|什么时候|哪一年|哪年|哪一天|日期|时间", re.IGNORECASE)),
+    ("who", re.compile(r"\bwho\b|\bwhom\b|\bwhich (ministr|department|bod|agenc|organi|institution|authorit|compan|"
+                       r"enterprise|universit|media|newspaper|outlet|person|expert|professor|government)|"
+                       r"谁|哪些部门|哪个部门|哪家|哪位|哪些机构", re.IGNORECASE)),
+    ("list", re.compile(r"\bin what order\b|\bwhat (steps|stages|phases)\b|\bwhat are\b|\bwhich\b.*\b(are|were)\b|\blist\b|\bname the\b|\bwhat (kinds|types|areas|"
+                        r"sectors|steps|measures|pillars|elements|targets)\b|\bwhich (two|three|four|five|six)\b|哪些",
+                        re.IGNORECASE)),
+]
+_UNIT_WORDS = {
+    "percent": re.compile(r"%|percent|per cent|百分"),
+    "currency": re.compile(r"yuan|rmb|¥|\$|usd|dollars?|euros?|money|monetary|budget|funding amount|worth|price|cost of|元|资金"),
+}
+_MONEY_QUESTION = re.compile(r"\b(monetary value|how much money|worth|price|budget)\b", re.IGNORECASE)
+_PERSON_QUESTION = re.compile(r"\bwho (is|was) the\b|\bwhich person\b|\bname of the (minister|director|head)\b|"
+                              r"\b(minister|chairman|director|head|official) who\b|哪位", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str  # normalised, as asked
+    standalone: str  # rewritten with the conversation's context (equal to text when not a follow-up)
+    kind: str  # one of TYPES
+    terms: tuple[str, ...]  # BM25 tokens of the content words
+    required: tuple[str, ...]  # numbers and names an answer must contain to be about this question
+    unit: str | None  # "percent" / "currency" when a numeric question asks for one
+    head_noun: str | None  # stem of what "how many ..." counts
+    cjk: bool
+    modifiers: tuple[str, ...] = ()  # stems qualifying the counted noun ("little giant" enterprises)
+    wants_person: bool = False
+
+
+def normalise(question: str, max_chars: int) -> str:
+    """NFKC, no control or direction characters, single spaces; empty or over-long is a QuestionError."""
+    text = _CONTROL.sub(" ", unicodedata.normalize("NFKC", question))
+    text = " ".join(text.encode("utf-8", "replace").decode("utf-8").split())
+    if not re.search(r"[^\W_]", text):
+        raise QuestionError("The question is empty (or only punctuation): type a question about the documents")
+    if len(text) > max_chars:
+        raise QuestionError(
+            f"The question is {len(text):,} characters long, over the limit of {max_chars:,} (RAG_MAX_QUESTION_CHARS); "
+            "shorten it"
+        )
+    return text
+
+
+def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000) -> Question:
+    text = normalise(question, max_chars)
+    standalone = rewrite_follow_up(text, history)
+    kind = question_type(standalone)
+    if _MONEY_QUESTION.search(standalone):
+        kind = "numeric"
+    lowered = standalone.lower()
+    unit = next((name for name, pattern in _UNIT_WORDS.items() if pattern.search(lowered)), None) if kind == "numeric" else None
+    counted = _counted_phrase(standalone) if kind == "numeric" else []
+    if re.search(r"\bhow (many|much)\s+[\w\s-]*\b(or|and)\b", standalone, re.IGNORECASE):
+        counted = counted[-1:]  # "ministries or departments": alternatives, not qualifiers
+    return Question(text, standalone, kind, tuple(content_terms(standalone)), tuple(required_terms(text)), unit,
+                    counted[-1] if counted else None, has_cjk(text), tuple(counted[:-1]),
+                    bool(_PERSON_QUESTION.search(standalone)))
+
+
+def question_type(text: str) -> str:
+    for kind, pattern in _TYPE_PATTERNS:
+        if pattern.search(text):
+            return kind
+    return "other"
+
+
+def content_terms(text: str) -> list[str]:
+    """BM25 tokens of the question minus question words: what an answer should talk about."""
+    question_stems = set(tokenize(" ".join(_QUESTION_WORDS)))
+    return [t for t in dict.fromkeys(tokenize(text)) if t not in question_stems]
+
+
+def required_terms(text: str) -> list[str]:
+    """Numbers (years, figures) and capitalised names inside the question: without them a passage is off topic."""
+    found = [n.rstrip(".,") for n in _NUMBER.findall(text)]
+    for match in re.finditer(r"(?<![.?!]\s)(?<!^)\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)+)\b", text):
+        words = match.group(1).split()
+        if words[0].lower() not in _QUESTION_WORDS and words[0].lower() not in STOP_WORDS:
+            found.append(match.group(1))
+    return list(dict.fromkeys(found))
+
+
+def _counted_phrase(text: str) -> list[str]:
+    """'How many humanoid robots are to be ...' -> stems ['humanoid', 'robot'] (the last is the counted noun)."""
+    match = re.search(r"\bhow (?:many|much)\s+((?:[\w-]+\s+){0,4}?[\w-]+)\s+(?:are|is|will|would|must|should|does|do|did|"
+                      r"can|have|has|to|by|in|under|of|for|per|were|was|does)\b", text, re.IGNORECASE)
+    if not match:
+        match = re.search(r"\bhow (?:many|much)\s+((?:[\w-]+\s*){1,3})", text, re.IGNORECASE)
+    return tokenize(match.group(1)) if match else []
+
+
+def rewrite_follow_up(question: str, history: tuple[str, ...]) -> str:
+    """Without an LLM: carry the previous question's key terms into a short or pronoun-led follow-up."""
+    if not history:
+        return question
+    previous = history[-1]
+    own_terms = content_terms(question)
+    if len(own_terms) > 4 and not _FOLLOW_UP.search(question):
+        return question
+    carried = [w for w in re.findall(r"[\w-]+", previous)
+               if w.lower() not in _INTERROGATIVES and w.lower() not in STOP_WORDS and not _FOLLOW_UP.fullmatch(w)
+               and tokenize(w) and tokenize(w)[0] not in own_terms]
+    if not carried:
+        return question
+    kind = question_type(question)
+    previous_kind = question_type(previous)
+    opener = ""
+    if kind == "other" and previous_kind != "other":  # "and for SMEs?" keeps asking what was asked
+        opener = re.match(r"^\s*(how many|how much|when|who|which|what)\b", previous, re.IGNORECASE)
+        opener = f"{opener.group(1)} " if opener else ""
+    return f"{opener}{question.rstrip('?？ ')} ({' '.join(dict.fromkeys(carried))})?"

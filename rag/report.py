@@ -1,0 +1,121 @@
+"""Evaluation reports: report.json (everything, recomputable), report.md and a self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from rag.evaluation import METRICS, EvalRun
+
+
+def write_reports(run: EvalRun, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "report.json", "md": folder / "report.md", "html": folder / "report.html"}
+    paths["json"].write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+    paths["md"].write_text(markdown(run), encoding="utf-8")
+    paths["html"].write_text(html_report(run), encoding="utf-8")
+    return paths
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) and value <= 1.0 else f"{value}"
+
+
+def failures(run: EvalRun) -> list[dict]:
+    """Rows worth a reader's attention: a missed fact, a retrieval miss, a wrong abstention or an answer to the unanswerable."""
+    return [r for r in run.rows if (r["answerable"] and (r["abstained"] or r["facts_missing"] or not r["hit_rank"]))
+            or (not r["answerable"] and not r["abstained"])]
+
+
+def markdown(run: EvalRun) -> str:
+    lines = [f"# Evaluation: {run.summary['questions']} questions, k = {run.summary['k']}", "",
+             "| metric | value |", "| --- | --- |"]
+    lines += [f"| {m} | {_fmt(run.summary.get(m))} |" for m in METRICS]
+    lines += ["", "## By tag", "", "| tag | n | " + " | ".join(METRICS[:8]) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in METRICS[:8]) + " |"]
+    for tag, summary in run.by_tag.items():
+        lines.append(f"| {tag} | {summary['questions']} | " + " | ".join(_fmt(summary.get(m)) for m in METRICS[:8]) + " |")
+    if run.peers:
+        lines += ["", "## Peers (same golden file, same k)", "", "| pipeline | hit rate | MRR | context recall |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {_fmt(p.get('retrieval_hit_rate'))} | {_fmt(p.get('retrieval_mrr'))} | "
+                  f"{_fmt(p.get('context_recall'))} |" for name, p in run.peers.items()]
+    lines += ["", f"## Failures ({len(failures(run))})", ""]
+    for row in failures(run):
+        lines += [f"### {row['id']}: {row['question']}", "",
+                  f"- expected: {', '.join(row['key_facts']) or ('(abstain)' if not row['answerable'] else '-')}",
+                  f"- answer: {row['answer'][:400]}", f"- first covering passage at rank: {row['hit_rank'] or 'none'}",
+                  f"- missing facts: {', '.join(row['facts_missing']) or '-'}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_png(draw) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    draw(axis)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def html_report(run: EvalRun) -> str:
+    e = html.escape
+    tags = list(run.by_tag)
+
+    def per_tag(axis):
+        values = [run.by_tag[t].get("retrieval_hit_rate") or 0 for t in tags]
+        facts = [run.by_tag[t].get("answer_fact_recall") or 0 for t in tags]
+        positions = range(len(tags))
+        axis.bar([p - 0.2 for p in positions], values, width=0.4, label="hit rate")
+        axis.bar([p + 0.2 for p in positions], facts, width=0.4, label="fact recall")
+        axis.set_xticks(list(positions), tags, rotation=30, ha="right")
+        axis.set_ylim(0, 1.05)
+        axis.legend(loc="lower right")
+        axis.set_title("Metrics per tag")
+
+    def ranks(axis):
+        k = run.summary["k"]
+        counts = [sum(1 for r in run.rows if r["hit_rank"] == rank) for rank in range(1, k + 1)]
+        misses = sum(1 for r in run.rows if r["answerable"] and not r["hit_rank"])
+        axis.bar([str(rank) for rank in range(1, k + 1)] + ["miss"], counts + [misses])
+        axis.set_title("Rank of the first covering passage")
+
+    def latency(axis):
+        axis.hist([r["latency_ms"] for r in run.rows], bins=20)
+        axis.set_xlabel("ms")
+        axis.set_title("answer() latency")
+
+    metric_rows = "".join(f"<tr><td>{m}</td><td>{_fmt(run.summary.get(m))}</td></tr>" for m in METRICS)
+    tag_rows = "".join(
+        f"<tr><td>{e(t)}</td><td>{s['questions']}</td>" + "".join(f"<td>{_fmt(s.get(m))}</td>" for m in METRICS[:8]) + "</tr>"
+        for t, s in run.by_tag.items())
+    peer_rows = "".join(f"<tr><td>{e(n)}</td><td>{_fmt(p.get('retrieval_hit_rate'))}</td><td>{_fmt(p.get('retrieval_mrr'))}"
+                        f"</td><td>{_fmt(p.get('context_recall'))}</td></tr>" for n, p in run.peers.items())
+    failure_rows = "".join(
+        f"<tr><td>{e(r['id'])}</td><td>{e(r['question'])}</td><td>{e(', '.join(r['key_facts']) or ('(abstain)' if not r['answerable'] else ''))}</td>"
+        f"<td>{e(r['answer'][:500])}</td><td>{r['hit_rank'] or 'none'}</td>"
+        f"<td>{'<br>'.join(e(p['title'][:40] + ': ' + p['text'][:160]) for p in r['retrieved'][:3])}</td></tr>"
+        for r in failures(run))
+    header = "".join(f"<th>{m}</th>" for m in METRICS[:8])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}th{{background:#f3f3f3}}</style></head><body>
+<h1>Evaluation: {run.summary['questions']} questions, k = {run.summary['k']}</h1>
+<table><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>
+{_plot_png(per_tag)}{_plot_png(ranks)}{_plot_png(latency)}
+<h2>By tag</h2><table><tr><th>tag</th><th>n</th>{header}</tr>{tag_rows}</table>
+{'<h2>Peers</h2><table><tr><th>pipeline</th><th>hit rate</th><th>MRR</th><th>context recall</th></tr>' + peer_rows + '</table>' if run.peers else ''}
+<h2>Failures ({len(failures(run))})</h2>
+<table><tr><th>id</th><th>question</th><th>expected</th><th>answer</th><th>hit rank</th><th>retrieved (top 3)</th></tr>{failure_rows}</table>
+<h2>Settings</h2><pre>{e(json.dumps(run.settings, indent=1, ensure_ascii=False))}</pre></body></html>"""

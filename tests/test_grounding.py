@@ -1,0 +1,29 @@
+"""The output check: a sentence is supported only if its passage has its figures, names and most words."""
+
+from rag.grounding import fold, unsupported_reason
+
+PASSAGE = ("By 2027, the plan seeks to create 100 high‑quality industrial datasets and scale 500 representative "
+           "application scenarios, led by the Ministry of Industry and Information Technology.")
+
+
+def test_supported_sentence():
+    assert unsupported_reason("The plan will create 100 high-quality industrial datasets by 2027 [1].", PASSAGE) is None
+
+
+def test_a_figure_not_in_the_passage():
+    assert unsupported_reason("The plan will create 250 industrial datasets.", PASSAGE) == \
+        "the figure 250 is not in the cited passage"
+
+
+def test_a_name_not_in_the_passage():
+    reason = unsupported_reason("The plan is led by the National Data Bureau.", PASSAGE)
+    assert reason == "the name 'National Data Bureau' is not in the cited passage"
+
+
+def test_mostly_other_words():
+    reason = unsupported_reason("Farmers receive subsidies for tractors and irrigation pumps.", PASSAGE)
+    assert reason.startswith("only 0% of its content words")
+
+
+def test_folding():
+    assert fold("High‑Quality  “Datasets” — ok") == 'high-quality "datasets" - ok'

@@ -1,0 +1,45 @@
+"""Question analysis: normal form, answer type, terms an answer cannot do without, follow-up rewriting."""
+
+import pytest
+
+from rag.errors import QuestionError
+from rag.questions import analyse, normalise, rewrite_follow_up
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("How many industrial datasets by 2027?", "numeric"),
+    ("What percentage of firms must adopt AI?", "numeric"),
+    ("What is the monetary value of each voucher?", "numeric"),
+    ("When was the plan issued?", "date"),
+    ("Which ministry leads the action?", "who"),
+    ("What are the four pillars?", "list"),
+    ("到2027年要建设多少个数据集？", "numeric"),
+    ("Explain the Model-Data Resonance initiative.", "other"),
+])
+def test_answer_type(question, kind):
+    assert analyse(question).kind == kind
+
+
+def test_counted_noun_and_its_qualifiers():
+    asked = analyse("How many humanoid robots are to be deployed in factories by 2027?")
+    assert (asked.head_noun, asked.modifiers) == ("robot", ("humanoid",))
+    assert analyse("How many ministries or departments issued it?").modifiers == ()
+
+
+def test_required_terms_are_figures_and_names():
+    assert analyse("What targets has the United States set for 2030?").required == ("2030", "United States")
+
+
+def test_normalisation_strips_controls_and_direction_marks():
+    assert normalise("How\x00 many\u202e datasets\u200b?\tnow", 100) == "How many datasets ? now"
+    with pytest.raises(QuestionError, match="empty"):
+        normalise(" \x07 ?? ", 100)
+
+
+def test_follow_ups_carry_the_previous_key_terms():
+    assert rewrite_follow_up("and for SMEs?", ("How many benchmark enterprises are selected?",)) == \
+        "How many and for SMEs (benchmark enterprises selected)?"
+    assert rewrite_follow_up("When was it issued?", ("What is the Special Action?",)) == \
+        "When was it issued (Special Action)?"
+    long_own_question = "Which ministries issued the Implementation Opinions on industrial datasets?"
+    assert rewrite_follow_up(long_own_question, ("What are the targets?",)) == long_own_question

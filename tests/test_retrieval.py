@@ -1,0 +1,58 @@
+"""Hybrid retrieval: fused from dense and BM25; the lexical index always equals the store."""
+
+import pytest
+
+from rag.embedding import embedders
+from rag.ingest import ingest, remove_documents
+from rag.lexical import tokenize
+from rag.retrieval import search
+from rag.store import Store
+
+from conftest import CORPUS, make_settings
+
+
+def test_tokenizer_stems_english_and_cuts_chinese():
+    assert tokenize("The 1,000 Benchmark Enterprises") == ["1000", "benchmark", "enterpris"]
+    tokens = tokenize("建设100个高质量工业数据集 datasets")
+    assert "工业" in tokens and "数据" in tokens and "100" in tokens and "dataset" in tokens
+
+
+def test_fused_ranks_use_every_retriever(tmp_path):
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS], settings, store)
+    result = search(store, settings, "How many high-quality industrial datasets by 2027?", k=5)
+    assert len(result.passages) == 5
+    assert [p.rank for p in result.passages] == [1, 2, 3, 4, 5]
+    assert all(a.score >= b.score for a, b in zip(result.passages, result.passages[1:]))
+    assert {"dense", "lexical"} <= set(result.passages[0].ranks)
+    assert any("100 high" in p.chunk.text for p in result.passages[:3])
+    dense_only = search(store, settings, "industrial datasets", k=5, lexical_weight=0)
+    assert all(set(p.ranks) == {"dense"} for p in dense_only.passages)
+    store.close()
+
+
+def test_lexical_index_always_holds_exactly_the_stored_chunks(tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+
+    def same():
+        stored = {c.chunk_id for d in store.documents() for c in store.document_chunks(d.doc_id)}
+        return set(store.lexical().chunk_ids) == stored and len(stored) == len(store.lexical())
+
+    ingest([corpus], settings, store)
+    assert same()
+    path = corpus / "gmt-eight-ai-manufacturing-special-action.md"
+    path.write_text(path.read_text() + "\n\nA new closing paragraph about robotics pilots.", encoding="utf-8")
+    ingest([corpus], settings, store)
+    assert same() and store.lexical_search(tokenize("robotics pilots closing paragraph"), 3)
+    remove_documents(["gmt-eight-ai-manufacturing-special-action"], store)
+    assert same()
+    other = Store.open(settings, embedders(settings))  # another process's view reloads the swapped index
+    assert set(other.lexical().chunk_ids) == set(store.lexical().chunk_ids)
+    other.close()
+    store.close()
