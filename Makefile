@@ -7,6 +7,13 @@ PORT ?= 8501
 
 .PHONY: setup run ingest test eval eval-peers bench clean
 
+GATE_HIT ?= 0.85
+GATE_MRR ?= 0.70
+GATE_FACTS ?= 0.65
+GATE_CITATIONS ?= 0.50
+GATE_ABSTAIN ?= 0.70
+GATE_FALSE_ABSTAIN ?= 0.05
+
 setup: $(STAMP)
 
 # torch first and pinned: a CPU build lies on disk here, an unpinned one pulls a multi-GB CUDA build.
@@ -21,10 +28,24 @@ ingest: setup
 	$(BIN)/rag ingest corpus
 
 run: ingest
-	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(BIN)/rag serve --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The gate: thresholds at what the product reaches honestly today (README: Evaluation); raise them, never lower.
+EVAL_GATE := --fail-under retrieval_hit_rate=$(GATE_HIT) --fail-under retrieval_mrr=$(GATE_MRR) \
+	--fail-under answer_fact_recall=$(GATE_FACTS) --fail-under citation_precision=$(GATE_CITATIONS) \
+	--fail-under abstention_recall=$(GATE_ABSTAIN) --fail-under false_abstention_rate=$(GATE_FALSE_ABSTAIN)
+OBLIQA := ../shared/obliqa-dev
+
+eval: setup
+	$(BIN)/rag eval --store data/eval-store $(EVAL_GATE)
+
+eval-peers: setup
+	$(BIN)/rag eval --store data/eval-store --peers --report-dir eval/reports/peers-golden
+	$(BIN)/rag eval --golden $(OBLIQA)/golden.jsonl --corpus $(OBLIQA)/corpus --store data/obliqa-store --k 10 \
+		--peers --report-dir eval/reports/peers-obliqa
 
 bench: setup
 	$(BIN)/python bench/ingest_bench.py

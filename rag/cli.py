@@ -165,6 +165,42 @@ def _show(value, signed: bool = False) -> str:
     return f"{value:+}" if signed else str(value)
 
 
+def cmd_serve(args, settings) -> int:
+    """Load the models and warm every path once, then start the chat in this same process: the page's first
+    answer then needs no model loading."""
+    from streamlit.web import bootstrap
+
+    from rag.answer import answer
+    from rag.lexical import tokenize
+
+    store = _open_store(settings)
+    tokenize("预热 warm-up")
+    if store.documents():
+        answer("How many datasets will be built?", settings, store=store)
+    store.close()
+    flags = {"server.port": args.port, "server.address": args.address, "server.headless": True,
+             "browser.gatherUsageStats": False, "server.maxUploadSize": max(1, int(settings.max_file_mb))}
+    bootstrap.load_config_options(flag_options=flags)
+    errors.print(f"Serving the chat at http://{args.address}:{args.port}", markup=False)
+    bootstrap.run(str(Path(__file__).resolve().parents[1] / "app.py"), False, [], flags)
+    return 0
+
+
+def cmd_feedback_export(args, settings) -> int:
+    import json
+
+    from rag.feedback import export_candidates
+
+    candidates = export_candidates(settings.data_dir / "feedback.jsonl")
+    lines = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in candidates)
+    if args.out:
+        args.out.write_text(lines, encoding="utf-8")
+        errors.print(f"{len(candidates)} golden-set candidates written to {args.out}", markup=False)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Cited answers from policy documents.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE")
     evaluate.add_argument("--peers", action="store_true", help="also score the LangChain tutorial pipeline and plain BM25")
     evaluate.set_defaults(run=cmd_eval)
+
+    serve = commands.add_parser("serve", help="start the chat page (models loaded before the first visitor)")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--address", default="localhost")
+    serve.set_defaults(run=cmd_serve)
+
+    feedback = commands.add_parser("feedback", help="work with the chat's thumbs up/down")
+    feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True)
+    export = feedback_commands.add_parser("export", help="down-voted questions as golden-set candidates (JSON Lines)")
+    export.add_argument("--out", type=Path, help="write to this file instead of standard output")
+    export.set_defaults(run=cmd_feedback_export)
     return parser
 
 

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
 
     k: int = Field(5, ge=1, le=100, description="Passages returned by retrieval.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    rrf_k: int = Field(5, ge=1, description="Reciprocal rank fusion constant (README: why 5).")
     dense_weight: float = Field(1.0, ge=0)
     lexical_weight: float = Field(1.0, ge=0)
     multilingual_weight: float = Field(1.0, ge=0)
