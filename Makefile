@@ -17,11 +17,12 @@ GATE_FALSE_ABSTAIN ?= 0.05
 setup: $(STAMP)
 
 # torch first and pinned: a CPU build lies on disk here, an unpinned one pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# constraints.txt pins every other package to the versions the tests passed with (`pip freeze`, torch excluded).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 ingest: setup

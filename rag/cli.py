@@ -12,8 +12,8 @@ from rich.table import Table
 
 from rag.errors import RagError
 
-console = Console(stderr=False)
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # whole lines in pipes and logs; tables still fit the width
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _open_store(settings, *, with_models: bool = True):
@@ -57,7 +57,8 @@ def cmd_ingest(args, settings) -> int:
 def cmd_docs(args, settings) -> int:
     store = _open_store(settings, with_models=False)
     table = Table(title=f"{len(store.documents())} documents in {settings.chroma_url or settings.data_dir}")
-    for column in ("doc_id", "title", "language", "published", "chunks", "flags", "path"):
+    table.add_column("doc_id", no_wrap=True)  # whole, so it can be copied into `rag remove`
+    for column in ("title", "language", "published", "chunks", "flags", "path"):
         table.add_column(column, overflow="fold")
     for doc in store.documents():
         table.add_row(doc.doc_id, doc.title, doc.language, doc.published or "-", str(doc.chunks),

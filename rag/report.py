@@ -74,11 +74,12 @@ def html_report(run: EvalRun) -> str:
     tags = list(run.by_tag)
 
     def per_tag(axis):
-        values = [run.by_tag[t].get("retrieval_hit_rate") or 0 for t in tags]
-        facts = [run.by_tag[t].get("answer_fact_recall") or 0 for t in tags]
         positions = range(len(tags))
-        axis.bar([p - 0.2 for p in positions], values, width=0.4, label="hit rate")
-        axis.bar([p + 0.2 for p in positions], facts, width=0.4, label="fact recall")
+        for offset, (metric, label) in zip((-0.27, 0, 0.27), (("retrieval_hit_rate", "hit rate"),
+                                                              ("answer_fact_recall", "fact recall"),
+                                                              ("abstention_recall", "abstention recall"))):
+            axis.bar([p + offset for p in positions], [run.by_tag[t].get(metric) or 0 for t in tags], width=0.27,
+                     label=label)
         axis.set_xticks(list(positions), tags, rotation=30, ha="right")
         axis.set_ylim(0, 1.05)
         axis.legend(loc="lower right")

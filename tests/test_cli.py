@@ -1,0 +1,67 @@
+"""The `rag` command as a user runs it: real subprocesses, real store, messages instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CORPUS, ROOT
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    environment = {**os.environ, "RAG_DATA_DIR": str(folder / "data"), "RAG_MULTILINGUAL_MODEL": "none"}
+    done = rag(environment, "ingest", str(CORPUS))
+    assert done.returncode == 0, done.stderr
+    assert "added" in done.stdout and "│     2 │" in done.stdout
+    return environment
+
+
+def rag(env, *args):
+    return subprocess.run([sys.executable, "-m", "rag", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_docs_lists_the_corpus(env):
+    done = rag(env, "docs")
+    assert done.returncode == 0
+    assert "2 documents" in done.stdout and "gmt-eight-ai-manufacturing-special-action" in done.stdout
+
+
+def test_ask_prints_the_answer_and_its_sources(env):
+    done = rag(env, "ask", "How many industrial datasets are to be built by 2027?")
+    assert done.returncode == 0
+    assert "100 high" in done.stdout and "[1]" in done.stdout and "Sources" in done.stdout
+
+
+def test_ask_json_is_the_answer_shape(env):
+    done = rag(env, "ask", "How many industrial datasets are to be built by 2027?", "--json",
+               "--doc", "gmt-eight-ai-manufacturing-special-action")
+    data = json.loads(done.stdout)
+    assert data["abstained"] is False and "100" in data["answer"]
+    assert {c["doc_id"] for c in data["citations"]} == {"gmt-eight-ai-manufacturing-special-action"}
+
+
+def test_errors_are_messages_not_tracebacks(env):
+    empty = rag(env, "ask", "   ")
+    assert empty.returncode == 2 and "Error: The question is empty" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    bad_setting = rag({**env, "RAG_K": "many"}, "docs")
+    assert bad_setting.returncode == 2 and "RAG_K" in bad_setting.stderr and "Traceback" not in bad_setting.stderr
+
+
+def test_ingest_failure_sets_the_exit_code_and_names_the_file(env, tmp_path):
+    bad = tmp_path / "empty.txt"
+    bad.write_text("")
+    done = rag(env, "ingest", str(bad))
+    assert done.returncode == 1 and f"{bad}: is empty" in done.stderr
+
+
+def test_remove_unknown_document(env):
+    done = rag(env, "remove", "no-such-document")
+    assert done.returncode == 1 and "not found: no-such-document" in done.stderr
