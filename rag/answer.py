@@ -90,6 +90,10 @@ def stream_answer(question: str, settings, *, store: Store, history: tuple[str, 
     if answerer != "llm":
         yield result.text
     timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    if asked.injection:
+        result = replace(result, notices=result.notices + (
+            f"The question contains instructions to the assistant ({', '.join(asked.injection)}); it was answered "
+            "from the documents as a plain question and the instructions were not followed.",))
     yield replace(result, timings={**timings, **result.timings}, question=asked.standalone)
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from rag.documents import Document, Heading
 from rag.errors import LoadError
+from rag.safety import ADDRESSES_ASSISTANT, addresses_assistant
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
 # Unzipped size allowed per zipped MB of a .docx before it counts as a zip bomb.
@@ -336,6 +337,7 @@ def load_document(path: Path, *, root: Path | None = None, max_file_mb: float = 
         source=meta.get("source", ""),
         headings=headings,
         page_starts=page_starts,
+        flags=(ADDRESSES_ASSISTANT,) if addresses_assistant(text) else (),
     )
 
 

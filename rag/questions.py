@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rag.errors import QuestionError
 from rag.lexical import STOP_WORDS, has_cjk, tokenize
+from rag.safety import injection_rules
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _NUMBER = re.compile(r"\d[\d,.]*")
@@ -56,6 +57,7 @@ class Question:
     cjk: bool
     modifiers: tuple[str, ...] = ()  # stems qualifying the counted noun ("little giant" enterprises)
     wants_person: bool = False
+    injection: tuple[str, ...] = ()  # safety rules the question trips: answered as a plain question, never obeyed
 
 
 def normalise(question: str, max_chars: int) -> str:
@@ -85,7 +87,7 @@ def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000)
         counted = counted[-1:]  # "ministries or departments": alternatives, not qualifiers
     return Question(text, standalone, kind, tuple(content_terms(standalone)), tuple(required_terms(text)), unit,
                     counted[-1] if counted else None, has_cjk(text), tuple(counted[:-1]),
-                    bool(_PERSON_QUESTION.search(standalone)))
+                    bool(_PERSON_QUESTION.search(standalone)), injection_rules(text))
 
 
 def question_type(text: str) -> str:
