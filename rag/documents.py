@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class Document:
     page_starts: tuple[int, ...] = ()  # offset where page i+1 begins (PDF only)
     flags: tuple[str, ...] = ()  # e.g. "addresses-assistant"
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Hash of the clean text: the version id of the document (computed once; chunks each need it)."""
         import hashlib
 
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()

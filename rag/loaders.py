@@ -240,6 +240,10 @@ def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
     from bs4 import BeautifulSoup
 
     markup = decode_bytes(raw, where)
+    depth = _nesting_depth(markup)
+    if depth > MAX_HTML_DEPTH:
+        raise LoadError(f"{where}: the HTML is nested too deeply ({depth:,} levels, at most {MAX_HTML_DEPTH:,} are read); "
+                        "simplify it or convert it to text")
     try:
         soup = BeautifulSoup(markup, "lxml")
         title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -272,6 +276,23 @@ def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
     if not title and headings:
         title = text[headings[0].start:headings[0].end]
     return ({"title": title} if title else {}), text, headings, ()
+
+
+MAX_HTML_DEPTH = 2_000  # real pages nest a few dozen levels; millions make the parser crawl
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^<>]*?(/?)>")
+# Tags that never hold children, or that browsers close on their own: they do not deepen the tree.
+_FLAT_TAGS = frozenset("area base br col embed hr img input link meta source track wbr p li td th tr option dt dd".split())
+
+
+def _nesting_depth(markup: str) -> int:
+    """The deepest element nesting, by a linear scan of the tags (no parsing)."""
+    depth = deepest = 0
+    for closing, name, self_closing in _TAG.findall(markup):
+        if self_closing or name.lower() in _FLAT_TAGS:
+            continue
+        depth = max(0, depth - 1) if closing else depth + 1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _load_docx(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tuple]:
