@@ -166,6 +166,23 @@ def _show(value, signed: bool = False) -> str:
     return f"{value:+}" if signed else str(value)
 
 
+def cmd_export(args, settings) -> int:
+    from rag.backup import export_store
+
+    count = export_store(_open_store(settings, with_models=False), args.path)
+    console.print(f"exported {count} documents to {args.path} (text and chunks; vectors are rebuilt on import)",
+                  markup=False)
+    return 0
+
+
+def cmd_import(args, settings) -> int:
+    from rag.backup import import_store
+
+    count = import_store(args.path, settings, _open_store(settings))
+    console.print(f"imported {count} documents from {args.path}", markup=False)
+    return 0
+
+
 def cmd_serve(args, settings) -> int:
     """Load the models and warm every path once, then start the chat in this same process: the page's first
     answer then needs no model loading."""
@@ -238,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE")
     evaluate.add_argument("--peers", action="store_true", help="also score the LangChain tutorial pipeline and plain BM25")
     evaluate.set_defaults(run=cmd_eval)
+
+    export = commands.add_parser("export", help="back up documents and chunks (not vectors) to a file")
+    export.add_argument("path", type=Path)
+    export.set_defaults(run=cmd_export)
+
+    restore = commands.add_parser("import", help="re-create the store from an export, re-embedding it")
+    restore.add_argument("path", type=Path)
+    restore.set_defaults(run=cmd_import)
 
     serve = commands.add_parser("serve", help="start the chat page (models loaded before the first visitor)")
     serve.add_argument("--port", type=int, default=8501)

@@ -103,7 +103,7 @@ def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool =
     started = time.perf_counter()
     roots = [Path(p) for p in paths]
     progress = progress or Progress()
-    with store.writer():
+    with store.writer(timeout_s=settings.lock_timeout_s):
         files = list(discover(roots))
         progress.update(files_total=len(files))
         outcomes, written = _ingest_files(files, settings, store, progress)
@@ -205,19 +205,30 @@ def _living_owner(document, stored_paths: dict[str, str]) -> str | None:
 
 
 def _embed_and_write(group: list[_Parsed], store: Store) -> int:
-    """Embed every sentence unit of the group in one call per model, then write the group."""
-    texts = [unit.embedding_text(chunk.text) for g in group
-             for chunk, units in zip(g.prepared.chunks, g.prepared.units) for unit in units]
-    vectors = {key: index.embedder.embed_passages(texts) if texts else np.zeros((0, index.embedder.dim), np.float32)
-               for key, index in store.indexes.items()}
-    prepared, offset = [], 0
-    for g in group:
-        size = sum(map(len, g.prepared.units))
-        own = {key: array[offset:offset + size] for key, array in vectors.items()}
-        prepared.append(replace(g.prepared, vectors=own))
-        offset += size
-    store.write(prepared)
-    return sum(len(g.prepared.chunks) for g in group)
+    return embed_and_write_documents([g.prepared for g in group], store)
+
+
+def embed_and_write_documents(documents: list[PreparedDocument], store: Store) -> int:
+    """Embed every sentence unit (one call per model per group of about GROUP_CHUNKS chunks), then write each
+    group crash-safely; returns the number of chunks written. Call inside `store.writer()`."""
+    written = 0
+    group: list[PreparedDocument] = []
+    for position, document in enumerate(documents):
+        group.append(document)
+        if sum(len(d.chunks) for d in group) >= GROUP_CHUNKS or position == len(documents) - 1:
+            texts = [unit.embedding_text(chunk.text) for d in group for chunk, units in zip(d.chunks, d.units)
+                     for unit in units]
+            vectors = {key: index.embedder.embed_passages(texts) if texts
+                       else np.zeros((0, index.embedder.dim), np.float32) for key, index in store.indexes.items()}
+            prepared, offset = [], 0
+            for d in group:
+                size = sum(map(len, d.units))
+                prepared.append(replace(d, vectors={key: array[offset:offset + size] for key, array in vectors.items()}))
+                offset += size
+            store.write(prepared)
+            written += sum(len(d.chunks) for d in group)
+            group = []
+    return written
 
 
 def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:

@@ -285,6 +285,11 @@ class Store:
             row = db.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
         return row[0] if row else None
 
+    def file_sha256(self, doc_id: str) -> str | None:
+        with self.catalog.snapshot() as db:
+            row = db.execute("SELECT file_sha256 FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return row[0] if row else None
+
     def find(self, doc_id_or_path: str) -> str | None:
         """The doc_id named by an id or a file path, if stored."""
         with self.catalog.snapshot() as db:

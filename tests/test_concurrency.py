@@ -1,0 +1,90 @@
+"""Questions while an ingest replaces documents: no errors, citations resolve, never two versions at once."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+from rag.answer import answer
+from rag.embedding import embedders
+from rag.errors import StoreError
+from rag.ingest import ingest
+from rag.store import Store, WriterLock
+
+from conftest import CORPUS, make_settings
+
+SECONDS = 20
+
+
+def zones_document(version: int) -> str:
+    return (f"# Pilot zones\n\nVersion {version} of the notice designates {version * 10 + 7} robot pilot zones.\n\n"
+            f"Each zone in version {version} reports monthly to the ministry.\n")
+
+
+def test_four_threads_ask_while_ingest_replaces_a_document(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    zones = corpus / "zones.md"
+    zones.write_text(zones_document(0), encoding="utf-8")
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+    ingest([corpus], settings, store)
+    stop = threading.Event()
+    errors: list[str] = []
+    answered = [0]
+    lock = threading.Lock()
+
+    def ask_forever(question: str) -> None:
+        while not stop.is_set():
+            try:
+                result = answer(question, settings, store=store)
+                versions = {r.chunk.doc_sha256 for r in result.retrieved if r.chunk.doc_id == "zones.md"}
+                if len(versions) > 1:
+                    errors.append(f"two versions of zones.md in one answer: {versions}")
+                for citation in result.citations:
+                    passage = next(r.chunk for r in result.retrieved if r.chunk.chunk_id == citation.chunk_id)
+                    if passage.text[citation.start - passage.start:citation.end - passage.start] != citation.quote:
+                        errors.append(f"citation {citation.marker} does not resolve in its passage")
+                with lock:
+                    answered[0] += 1
+            except Exception as exc:  # any error at all fails the test
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    questions = ["How many robot pilot zones are designated?", "How many industrial datasets by 2027?",
+                 "Who reports monthly to the ministry?", "到2027年要推广多少个典型应用场景？"]
+    threads = [threading.Thread(target=ask_forever, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    version = 0
+    deadline = time.monotonic() + SECONDS
+    while time.monotonic() < deadline:
+        version += 1
+        zones.write_text(zones_document(version), encoding="utf-8")
+        (corpus / f"extra-{version}.md").write_text(f"# Extra {version}\n\nAn added note number {version}.",
+                                                    encoding="utf-8")
+        ingest([corpus], settings, store)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert answered[0] >= 20 and version >= 3
+    final = answer("How many robot pilot zones are designated?", settings, store=store)
+    assert f"{version * 10 + 7} robot pilot zones" in final.text
+    store.close()
+
+
+def test_two_ingests_at_once_the_second_fails_clearly_or_waits(tmp_path):
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+    with WriterLock(settings.data_dir / "ingest.lock", 0):
+        with pytest.raises(StoreError, match="is being written by pid"):
+            ingest([CORPUS], settings, store)
+    waiting = make_settings(tmp_path / "data", lock_timeout_s=30)
+    holder = WriterLock(settings.data_dir / "ingest.lock", 0).__enter__()
+    threading.Timer(1.0, holder.__exit__, args=(None, None, None)).start()
+    report = ingest([CORPUS], waiting, store)  # waits for the first, then runs
+    assert report.count("added") == 2
+    store.close()
