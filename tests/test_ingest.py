@@ -270,3 +270,52 @@ def test_server_killed_mid_ingest_then_restarted(tmp_path, corpus_copy, open_sto
         assert_consistent(reopened)
     finally:
         server.kill()
+
+
+def _run(env, *args, crash_at=None):
+    extra = {"RAG_DEBUG_CRASH_AT": crash_at} if crash_at else {}
+    return subprocess.run([sys.executable, "-m", "rag", *args], env={**env, **extra}, cwd=ROOT, capture_output=True,
+                          text=True)
+
+
+def test_sigkill_mid_remove_and_mid_prune(tmp_path, corpus_copy, open_store):
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_MULTILINGUAL_MODEL": "none"}
+    (corpus_copy / "third.md").write_text("# Third\n\nA third document about 12 drone corridors.", encoding="utf-8")
+    assert _run(env, "ingest", str(corpus_copy)).returncode == 0
+    assert _run(env, "remove", SEED[:-3], crash_at="removal-committed").returncode == -9
+    store = open_store(make_settings(tmp_path / "data"))
+    assert SEED[:-3] not in snapshot(store)  # wholly removed, never half
+    assert_consistent(store)
+    store.close()
+    (corpus_copy / "third.md").unlink()
+    assert _run(env, "ingest", str(corpus_copy), "--prune", crash_at="removal-committed").returncode == -9
+    store = open_store(make_settings(tmp_path / "data"))
+    assert "third.md" not in snapshot(store)
+    assert_consistent(store)
+    store.close()
+    assert _run(env, "ingest", str(corpus_copy), "--prune").returncode == 0
+    store = open_store(make_settings(tmp_path / "data"))
+    clean_settings = make_settings(tmp_path / "clean")
+    clean = open_store(clean_settings)
+    ingest([corpus_copy], clean_settings, clean)
+    assert snapshot(store) == snapshot(clean)
+    assert_consistent(store)
+
+
+def test_sigkill_mid_ingest_against_a_chroma_server(tmp_path, corpus_copy, chroma_server, open_store):
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_MULTILINGUAL_MODEL": "none",
+           "RAG_CHROMA_URL": chroma_server.url, "RAG_COLLECTION": "sigkill-server"}
+    assert _run(env, "ingest", str(corpus_copy)).returncode == 0
+    path = corpus_copy / SEED
+    path.write_text(path.read_text().replace("Wu Yin", "Professor Wu Yin"), encoding="utf-8")
+    assert _run(env, "ingest", str(corpus_copy), crash_at="vectors-written:main").returncode == -9
+    settings = make_settings(tmp_path / "data", chroma_url=chroma_server.url, collection="sigkill-server")
+    store = open_store(settings)
+    texts = " ".join(t for _, t in snapshot(store)[SEED[:-3]])
+    assert "Professor Wu Yin" not in texts and "Wu Yin" in texts  # wholly the old version
+    assert_consistent(store)
+    assert _run(env, "ingest", str(corpus_copy)).returncode == 0
+    store.close()
+    store = open_store(settings)
+    assert "Professor Wu Yin" in " ".join(t for _, t in snapshot(store)[SEED[:-3]])
+    assert_consistent(store)
