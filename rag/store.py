@@ -240,6 +240,8 @@ class Store:
         self.indexes = indexes
         self._lexical: LexicalIndex | None = None
         self._lexical_lock = threading.Lock()
+        self._view_lock = threading.Lock()
+        self._generation_seen = catalog.generation()
         self._batch = min(5000, int(getattr(client, "get_max_batch_size", lambda: 5000)()))
 
     @classmethod
@@ -336,6 +338,7 @@ class Store:
 
     def dense_search(self, index: str, vector: np.ndarray, n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
         """(chunk_id, best sentence cosine) of committed chunks, best first."""
+        self._follow_other_writers()
         with self.catalog.snapshot() as db:
             in_flight = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM pending").fetchone()[0]
         vectors = self.indexes[index]
@@ -353,6 +356,7 @@ class Store:
 
     def unit_vectors(self, index: str, chunk_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored sentence vectors of each chunk, one row per sentence unit in order."""
+        self._follow_other_writers()
         ids = list(dict.fromkeys(chunk_ids))
         if not ids:
             return {}
@@ -372,6 +376,19 @@ class Store:
         hits = index.search(tokens, n, mask)
         committed = self.chunks(cid for cid, _ in hits)
         return [(cid, score) for cid, score in hits if cid in committed]
+
+    def _follow_other_writers(self) -> None:
+        """An embedded Chroma client keeps its own view of the files: when another process has committed
+        (the catalog's generation moved without us), open a fresh view so its vectors are seen too."""
+        generation = self.catalog.generation()
+        if generation == self._generation_seen:
+            return
+        with self._view_lock:
+            if generation != self._generation_seen and not self.settings.chroma_url:
+                client = _fresh_embedded_client(self.settings)
+                self.indexes = {key: VectorIndex(client, index.name, index.embedder) for key, index in self.indexes.items()}
+                self.client = client
+            self._generation_seen = generation
 
     def lexical(self) -> LexicalIndex:
         """The live BM25 index, reloaded when a writer has swapped in a new one."""
@@ -426,6 +443,7 @@ class Store:
                 if old and old[0] != version:
                     db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc.doc_id, old[0], old[1]))
             _bump_generation(db)
+        self._generation_seen = self.catalog.generation()
         self._checkpoint("committed")
         self._drain_pending("drop")
         self._checkpoint("old-versions-dropped")
@@ -449,6 +467,7 @@ class Store:
                 removed.append(doc_id)
             if removed:
                 _bump_generation(db)
+        self._generation_seen = self.catalog.generation()
         self._checkpoint("removal-committed")
         self._drain_pending("drop")
         return removed
@@ -563,6 +582,18 @@ def _chroma_client(settings):
         ))
     settings.chroma_path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+
+
+def _fresh_embedded_client(settings):
+    """A PersistentClient that reads the files anew: chromadb shares one cached system per path, so drop
+    this path's entry first (clients already handed out keep working on their old view)."""
+    from chromadb.api.client import SharedSystemClient
+
+    identifier = str(settings.chroma_path)
+    for key in [k for k in SharedSystemClient._identifier_to_system if identifier in str(k)]:
+        SharedSystemClient._identifier_to_system.pop(key, None)
+        SharedSystemClient._identifier_to_refcount.pop(key, None)
+    return _chroma_client(settings)
 
 
 def _guard_server(settings, call):

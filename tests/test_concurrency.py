@@ -88,3 +88,33 @@ def test_two_ingests_at_once_the_second_fails_clearly_or_waits(tmp_path):
     report = ingest([CORPUS], waiting, store)  # waits for the first, then runs
     assert report.count("added") == 2
     store.close()
+
+
+def test_a_running_store_sees_what_another_process_ingested(tmp_path):
+    """The chat page keeps its store open; a CLI ingest in another process must show up without a restart."""
+    import os
+    import subprocess
+    import sys
+
+    from rag.lexical import tokenize
+    from rag.store import MAIN_INDEX
+
+    from conftest import ROOT
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+    ingest([corpus], settings, store)
+    (corpus / "kelp.md").write_text("# Kelp\n\nUnderwater kelp farming robots will be piloted in 9 coastal parks.",
+                                    encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "rag", "ingest", str(corpus)], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"})
+    assert done.returncode == 0
+    query = "underwater kelp farming robots"
+    dense = store.dense_search(MAIN_INDEX, store.indexes[MAIN_INDEX].embedder.embed_query(query), 1)
+    assert dense[0][0].startswith("kelp.md#")
+    assert store.lexical_search(tokenize(query), 1)[0][0].startswith("kelp.md#")
+    assert "9 coastal parks" in answer("How many coastal parks will pilot kelp farming robots?", settings,
+                                       store=store).text
+    store.close()
