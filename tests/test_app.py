@@ -93,3 +93,22 @@ def test_upload_is_saved_safely_and_ingested(data_dir, tmp_path):
     report = ingest([first], settings, store)
     assert report.count("added") == 1
     store.close()
+
+
+def test_the_page_picks_up_a_document_ingested_by_the_cli(data_dir, app, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / "kelp.md").write_text("# Kelp\n\nUnderwater kelp farming robots will be piloted in 9 coastal parks.",
+                                    encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "rag", "ingest", str(folder)], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "RAG_DATA_DIR": str(data_dir)})
+    assert done.returncode == 0, done.stderr
+    app.chat_input[0].set_value("How many coastal parks will pilot kelp farming robots?").run()
+    assert "9 coastal parks" in html_of(app)
+    assert any("Kelp" in c.value for c in app.caption)
+    subprocess.run([sys.executable, "-m", "rag", "remove", "kelp.md"], cwd=ROOT, capture_output=True,
+                   env={**os.environ, "RAG_DATA_DIR": str(data_dir)})
