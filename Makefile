@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup run ingest test eval eval-peers bench clean
+.PHONY: setup run ingest test eval eval-peers bench soak clean
 
 GATE_HIT ?= 0.85
 GATE_MRR ?= 0.70
@@ -50,6 +50,9 @@ eval-peers: setup
 
 bench: setup
 	$(BIN)/python bench/ingest_bench.py
+
+soak: setup
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) data
