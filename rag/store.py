@@ -242,6 +242,7 @@ class Store:
         self._lexical_lock = threading.Lock()
         self._view_lock = threading.Lock()
         self._generation_seen = catalog.generation()
+        self._writing = 0  # while this process writes, the generation moves because of us: keep our view
         self._batch = min(5000, int(getattr(client, "get_max_batch_size", lambda: 5000)()))
 
     @classmethod
@@ -269,8 +270,15 @@ class Store:
         """Hold the writer lock; leftover work of a crashed writer is recovered first."""
         timeout = self.settings.lock_timeout_s if timeout_s is None else timeout_s
         with WriterLock(self.settings.data_dir / "ingest.lock", timeout):
-            self.recover()
-            yield self
+            with self._view_lock:
+                self._writing += 1
+            try:
+                self.recover()
+                yield self
+            finally:
+                with self._view_lock:
+                    self._writing -= 1
+                    self._generation_seen = self.catalog.generation()
 
     # ---- reading ---------------------------------------------------------------------------------
 
@@ -381,9 +389,13 @@ class Store:
         """An embedded Chroma client keeps its own view of the files: when another process has committed
         (the catalog's generation moved without us), open a fresh view so its vectors are seen too."""
         generation = self.catalog.generation()
-        if generation == self._generation_seen:
+        if generation == self._generation_seen or self._writing:
             return
         with self._view_lock:
+            # Never while this process writes: a second embedded view of the same files beside a write in
+            # flight deadlocks inside chromadb (seen in `make soak`).
+            if self._writing:
+                return
             if generation != self._generation_seen and not self.settings.chroma_url:
                 client = _fresh_embedded_client(self.settings)
                 self.indexes = {key: VectorIndex(client, index.name, index.embedder) for key, index in self.indexes.items()}
