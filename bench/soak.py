@@ -168,7 +168,7 @@ def concurrency(corpus: Path, settings, env: dict, seconds: float) -> dict:
 
     threads = [threading.Thread(target=ask) for _ in range(4)]
     processes = [subprocess.Popen([sys.executable, "-c", ASKER, str(seconds)], env=env, cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for thread in threads:
         thread.start()
     started, rounds = time.perf_counter(), 0
@@ -181,8 +181,13 @@ def concurrency(corpus: Path, settings, env: dict, seconds: float) -> dict:
     for thread in threads:
         thread.join()
     for process in processes:
-        out, _ = process.communicate(timeout=seconds + 120)
-        result = json.loads(out.strip().splitlines()[-1])
+        out, err = process.communicate(timeout=seconds + 120)
+        lines = out.strip().splitlines()
+        if process.returncode or not lines:  # the asking process died: that is an error, with its last words
+            last = [line for line in err.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
+            result = {"served": 0, "errors": 1, "first_error": f"process exit {process.returncode}: {last[0][:300]}"}
+        else:
+            result = json.loads(lines[-1])
         counts["served"] += result["served"]
         counts["errors"] += result["errors"]
         counts["first_error"] = counts["first_error"] or result["first_error"]
