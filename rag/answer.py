@@ -114,7 +114,7 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
         return abstention(asked, passages, f"no passage on this gives {wanted}")
     best = candidates[0]
     if asked.kind in ("numeric", "date") or asked.wants_person:
-        subject = _subject_without_typed_answer(asked, passages)
+        subject = _subject_without_typed_answer(asked, every)
         if subject:
             wanted = "date" if asked.kind == "date" else "figure" if asked.kind == "numeric" else "name"
             return abstention(asked, passages, f"they mention {subject} but give no {wanted} for it")
@@ -266,12 +266,12 @@ def _missing_required(asked: Question, passages: list[Retrieved]) -> str | None:
     return None
 
 
-def _subject_without_typed_answer(asked: Question, passages: list[Retrieved]) -> str | None:
+def _subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -> str | None:
     """A name from the question whose passages carry no sentence of the asked type ('Overseas Version': no date)."""
     for name in (t for t in asked.required if not t[0].isdigit()):
-        about = [p for p in passages if fold(name) in fold(p.chunk.text)]
+        about = [c for c in candidates if fold(name) in fold(c.passage.chunk.text)]
         if about and not any(_type_fit(asked, c.text, False) > 0 or (asked.kind == "numeric" and _NUMBER_IN.search(c.text))
-                             for c in _candidates(about)):
+                             for c in about):
             return name
     return None
 
