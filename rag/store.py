@@ -251,7 +251,9 @@ class Store:
 
         With no embedders the store can list, read and remove but not add (no model is loaded).
         """
-        client = _chroma_client(settings)
+        # Fresh, not chromadb's cached system for this path: that one keeps the HNSW graph it loaded when this
+        # process first opened the path, blind to what other processes wrote since (`make soak` found it).
+        client = _fresh_embedded_client(settings)
         if embedders is None:
             names = {c.name if hasattr(c, "name") else str(c) for c in _guard_server(settings, client.list_collections)}
             embedders = {key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if _collection_name(settings, key) in names}
@@ -598,8 +600,12 @@ def _chroma_client(settings):
 
 def _fresh_embedded_client(settings):
     """A PersistentClient that reads the files anew: chromadb shares one cached system per path, so drop
-    this path's entry first (clients already handed out keep working on their old view)."""
+    this path's entry first (clients already handed out keep working on their old view). A server client
+    needs nothing dropped."""
     from chromadb.api.client import SharedSystemClient
+
+    if settings.chroma_url:
+        return _chroma_client(settings)
 
     identifier = str(settings.chroma_path)
     for key in [k for k in SharedSystemClient._identifier_to_system if identifier in str(k)]:

@@ -118,3 +118,35 @@ def test_a_running_store_sees_what_another_process_ingested(tmp_path):
     assert "9 coastal parks" in answer("How many coastal parks will pilot kelp farming robots?", settings,
                                        store=store).text
     store.close()
+
+
+def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
+    """chromadb caches one view per path and process; a later Store.open must not inherit that stale view,
+    whose graph still holds the vectors another process has since deleted."""
+    import os
+    import subprocess
+    import sys
+
+    from rag.store import MAIN_INDEX
+
+    from conftest import ROOT
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    # Enough vectors that chromadb persists its graph and purges its log: a stale view cannot catch up then.
+    filler = "".join(f"Inspection {n} of the robot cell found item {n % 13} in order. " for n in range(1500))
+    (corpus / "zones.md").write_text(zones_document(1) + filler, encoding="utf-8")
+    settings = make_settings(tmp_path / "data")
+    first = Store.open(settings, embedders(settings))
+    ingest([corpus], settings, first)
+    first.close()
+    (corpus / "zones.md").write_text(zones_document(2) + filler.replace("order", "good order"), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "rag", "ingest", str(corpus)], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"})
+    assert done.returncode == 0, done.stderr
+    again = Store.open(settings, embedders(settings))
+    index = again.indexes[MAIN_INDEX]
+    every = index.query(index.embedder.embed_query("robot pilot zones"), index.count(), None)
+    assert {unit.rsplit(":", 1)[0] for unit, _ in every} == {c.chunk_id for c in again.document_chunks("zones.md")}
+    assert "27 robot pilot zones" in answer("How many robot pilot zones are designated?", settings, store=again).text
+    again.close()
