@@ -102,12 +102,15 @@ def kill_loop(label: str, corpus: Path, env: dict, settings, rounds: int, server
     run = [sys.executable, "-m", "rag", "ingest", str(corpus), "--prune"]
     started = time.perf_counter()
     subprocess.run(run, env=env, cwd=ROOT, capture_output=True, check=True)
-    full = time.perf_counter() - started
+    mutate(corpus, 0, rng)
+    timed = time.perf_counter()
+    subprocess.run(run, env=env, cwd=ROOT, capture_output=True, check=True)
+    full = time.perf_counter() - timed  # how long a round lasts when nothing kills it
     kills = completed = checked = 0
     for round_number in range(1, rounds + 1):
         mutate(corpus, round_number, rng)
         process = subprocess.Popen(run, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(full * round_number / (rounds + 1))  # spread over the run: model load, parse, embed, write
+        time.sleep(full * round_number / (rounds + 2))  # spread over the run: model load, parse, embed, write
         if server is not None and round_number == rounds:
             server.kill()  # the server dies mid-ingest too
         if process.poll() is None:

