@@ -48,8 +48,14 @@ eval-peers: setup
 	$(BIN)/rag eval --golden $(OBLIQA)/golden.jsonl --corpus $(OBLIQA)/corpus --store data/obliqa-store --k 10 \
 		--peers --report-dir eval/reports/peers-obliqa
 
+# The 100 k-chunk step of the scale benchmark embeds about 460,000 sentences: hours on 2 cores.
+SCALE_SIZES ?= 10000,100000
+SCALE_ENGINES ?= embedded,server
+
 bench: setup
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/backends.py
+	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)
 
 soak: setup
 	$(BIN)/python bench/soak.py

@@ -42,9 +42,10 @@ def measure(backend: str, models_dir: Path) -> dict:
     for name, corpus, golden, k in (("obliqa", OBLIQA / "corpus", OBLIQA / "golden.jsonl", 10),
                                     ("golden", ROOT / "corpus", ROOT / "eval" / "golden.jsonl", 5)):
         with tempfile.TemporaryDirectory() as folder:
-            settings = load_settings(data_dir=folder, embed_backend=backend, multilingual_model="none")
+            settings = load_settings(data_dir=folder, embed_backend=backend, models_dir=models_dir,
+                                     multilingual_model="none")
             started = time.perf_counter()
-            model = main_embedder(settings.model_copy(update={"data_dir": models_dir.parent}))
+            model = main_embedder(settings)
             result.setdefault("load_s", round(time.perf_counter() - started, 2))
             result["model"] = model.name
             store = Store.open(settings, {MAIN_INDEX: model})

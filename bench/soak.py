@@ -18,7 +18,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 OBLIQA = ROOT.parent / "shared" / "obliqa-dev" / "corpus"
 ENV = {**os.environ, "RAG_MULTILINGUAL_MODEL": "none", "ANONYMIZED_TELEMETRY": "False"}
 
+from chroma_server import ChromaServer  # noqa: E402
 from rag.answer import answer  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
@@ -225,34 +225,6 @@ def tiny_files(folder: Path, env: dict, count: int) -> dict:
             "seconds": round(time.perf_counter() - started, 1), "peak RSS MB": round(peak)}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, path: Path):
-        self.path, self.port, self.process = path, free_port(), None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path", str(self.path),
-                                         "--host", "127.0.0.1", "--port", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("chroma run did not start")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 def main() -> None:
     import argparse
 
@@ -271,16 +243,16 @@ def main() -> None:
         rows.append(kill_loop("SIGKILL during ingest --prune, embedded", folder / "corpus",
                               {**ENV, "RAG_DATA_DIR": str(data)}, settings, args.kills))
         rows.append(concurrency(folder / "corpus", settings, {**ENV, "RAG_DATA_DIR": str(data)}, args.seconds))
-        server = Server(folder / "server")
+        server = ChromaServer(folder / "server")
         server.start()
         try:
             shutil.copytree(folder / "corpus", folder / "corpus-server")
             server_settings = load_settings(data_dir=folder / "server-data", multilingual_model="none",
-                                            chroma_url=f"http://127.0.0.1:{server.port}")
+                                            chroma_url=server.url)
             rows.append(kill_loop("SIGKILL during ingest --prune, Chroma server (killed once too)",
                                   folder / "corpus-server",
                                   {**ENV, "RAG_DATA_DIR": str(folder / "server-data"),
-                                   "RAG_CHROMA_URL": f"http://127.0.0.1:{server.port}"},
+                                   "RAG_CHROMA_URL": server.url},
                                   server_settings, max(3, args.kills // 2), server=server))
         finally:
             server.kill()

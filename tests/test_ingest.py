@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,7 +120,8 @@ def test_opening_with_another_model_asks_for_rebuild(settings, store, corpus_cop
     ingest([corpus_copy], settings, store)
     from rag.embedding import UseEmbedder
 
-    with pytest.raises(StoreError, match=r"built with all-MiniLM-L6-v2 \(384 dimensions\).*rag ingest --rebuild"):
+    built_with = re.escape(store.indexes[MAIN_INDEX].embedder.name)
+    with pytest.raises(StoreError, match=rf"built with {built_with} \(384 dimensions\).*rag ingest --rebuild"):
         Store.open(settings, {MAIN_INDEX: UseEmbedder()})
 
 
