@@ -150,3 +150,36 @@ def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
     assert {unit.rsplit(":", 1)[0] for unit, _ in every} == {c.chunk_id for c in again.document_chunks("zones.md")}
     assert "27 robot pilot zones" in answer("How many robot pilot zones are designated?", settings, store=again).text
     again.close()
+
+
+def test_a_read_that_meets_a_delete_in_flight_is_tried_again_and_other_errors_are_not(store, settings, corpus_copy):
+    """The race itself is rare (1 query in 6,602 in `make soak`), so chromadb's error is raised here once."""
+    from chromadb.errors import InternalError
+
+    from rag.store import MAIN_INDEX
+
+    ingest([corpus_copy], settings, store)
+    index = store.indexes[MAIN_INDEX]
+    real_query, calls = index.query, []
+
+    def query_meeting_a_delete(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise InternalError("Error executing plan: Internal error: Error finding id")
+        return real_query(*args)
+
+    index.query = query_meeting_a_delete
+    vector = index.embedder.embed_query("industrial datasets")
+    with store.writer():  # as while this process's own ingest deletes an old version
+        found = store.dense_search(MAIN_INDEX, vector, 3)
+    assert len(calls) == 2 and len(found) == 3
+
+    def broken(*args):
+        calls.append(args)
+        raise InternalError("Error executing plan: disk full")
+
+    store.indexes[MAIN_INDEX].query = broken
+    calls.clear()
+    with pytest.raises(InternalError, match="disk full"):
+        store.dense_search(MAIN_INDEX, vector, 3)
+    assert len(calls) == 1
