@@ -8,7 +8,7 @@ no sentence repeats another and every one is embedded (answers on copies are not
 For each engine (the embedded store, then a `chroma run` server on 127.0.0.1) the store grows step by step
 to each size; at each size it measures
   ingest      chunks/s and characters/s of the step, and its ratio to the bare encode of the same sentences
-              (timed on the step's first 2,000 sentences, scaled to all of them: encoding is linear)
+              (timed on 2,000 sentences spread over the step, scaled to all of them: encoding is linear)
   re-ingest   a no-change re-ingest of the whole corpus so far
   answer()    p50 / p95 / p99 of the extractive answer() over obliqa-dev's 400 questions, in a fresh query
               process with its models loaded first, and that process's peak RSS
@@ -81,7 +81,7 @@ def grow(corpus: Path, settings, store, copies: int) -> dict:
     added = [d for d in store.documents() if d.doc_id not in before]
     texts = [unit.embedding_text(c.text) for d in added for c in store.document_chunks(d.doc_id)
              for unit in sentence_units(c.text, c.section)]
-    sample = texts[:SAMPLE_SENTENCES]
+    sample = texts[::max(1, len(texts) // SAMPLE_SENTENCES)]  # spread over every document, not its first pages
     started = time.perf_counter()
     for index in store.indexes.values():
         index.embedder.embed_passages(sample)
