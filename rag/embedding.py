@@ -102,6 +102,7 @@ class OnnxEmbedder(SentenceTransformerEmbedder):
         self._workers = max(1, os.cpu_count() or 1)
         # A fast tokenizer's padding state is shared mutable state: each worker gets its own copy.
         self._tokenizers = [copy.deepcopy(self._model.tokenizer) for _ in range(self._workers)]
+        del self._model  # the torch weights were needed only for the export; the session holds its own
         if quantized:  # int8 vectors differ slightly from fp32 ones: a store must not mix them
             self.name += "+int8"
             # Dynamic quantisation scales activations per batch, so a sentence's vector would depend on its
