@@ -59,6 +59,12 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_ex)
 
 
+def run_rag(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """The real `rag` command in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "rag", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
 def make_settings(data_dir: Path, **overrides):
     values = {"data_dir": data_dir, "multilingual_model": "none"}
     values.update(overrides)

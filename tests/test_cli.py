@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import CORPUS, ROOT
+from conftest import CORPUS, run_rag as rag
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +18,6 @@ def env(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     assert "added" in done.stdout and "│     2 │" in done.stdout
     return environment
-
-
-def rag(env, *args):
-    return subprocess.run([sys.executable, "-m", "rag", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
 
 
 def test_docs_lists_the_corpus(env):

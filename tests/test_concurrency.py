@@ -14,7 +14,7 @@ from rag.errors import StoreError
 from rag.ingest import ingest
 from rag.store import Store, WriterLock
 
-from conftest import CORPUS, make_settings
+from conftest import CORPUS, make_settings, run_rag
 
 SECONDS = 20
 
@@ -93,13 +93,9 @@ def test_two_ingests_at_once_the_second_fails_clearly_or_waits(tmp_path):
 def test_a_running_store_sees_what_another_process_ingested(tmp_path):
     """The chat page keeps its store open; a CLI ingest in another process must show up without a restart."""
     import os
-    import subprocess
-    import sys
 
     from rag.lexical import tokenize
     from rag.store import MAIN_INDEX
-
-    from conftest import ROOT
 
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
@@ -108,8 +104,8 @@ def test_a_running_store_sees_what_another_process_ingested(tmp_path):
     ingest([corpus], settings, store)
     (corpus / "kelp.md").write_text("# Kelp\n\nUnderwater kelp farming robots will be piloted in 9 coastal parks.",
                                     encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "rag", "ingest", str(corpus)], cwd=ROOT, capture_output=True,
-                          env={**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"})
+    done = run_rag({**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"},
+                   "ingest", str(corpus))
     assert done.returncode == 0
     query = "underwater kelp farming robots"
     dense = store.dense_search(MAIN_INDEX, store.indexes[MAIN_INDEX].embedder.embed_query(query), 1)
@@ -124,12 +120,8 @@ def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
     """chromadb caches one view per path and process; a later Store.open must not inherit that stale view,
     whose graph still holds the vectors another process has since deleted."""
     import os
-    import subprocess
-    import sys
 
     from rag.store import MAIN_INDEX
-
-    from conftest import ROOT
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -141,8 +133,8 @@ def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
     ingest([corpus], settings, first)
     first.close()
     (corpus / "zones.md").write_text(zones_document(2) + filler.replace("order", "good order"), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "rag", "ingest", str(corpus)], cwd=ROOT, capture_output=True,
-                          env={**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"})
+    done = run_rag({**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"},
+                   "ingest", str(corpus))
     assert done.returncode == 0, done.stderr
     again = Store.open(settings, embedders(settings))
     index = again.indexes[MAIN_INDEX]
