@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+import numpy as np
+
 from rag.chunking import sentence_units
 from rag.documents import Answer, Citation
 from rag.grounding import fold, unsupported_reason
@@ -191,9 +193,7 @@ def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
 
 def _score(asked: Question, candidates: list[Candidate], store: Store) -> list[Candidate]:
     """Support of each sentence: similarity to the question, shared terms, and fit to the answer type."""
-    index = MULTILINGUAL_INDEX if asked.cjk and MULTILINGUAL_INDEX in store.indexes else MAIN_INDEX
-    question_vector = store.indexes[index].embedder.embed_query(asked.standalone)
-    stored = store.unit_vectors(index, {c.passage.chunk.chunk_id for c in candidates})
+    question_vector, stored = _sentence_vectors(asked, candidates, store)
     terms = set(asked.terms)
     # A Chinese question shares no words with English text: its similarity carries the lexical weight too.
     similarity_weight = W_SIMILARITY + (W_LEXICAL if asked.cjk else 0.0)
@@ -218,6 +218,21 @@ def _score(asked: Question, candidates: list[Candidate], store: Store) -> list[C
     if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if _type_fit(asked, c.text, c.has_number_for_noun) > 0]
     return sorted(scored, key=lambda c: (-c.support, c.passage.rank, c.start))
+
+
+def _sentence_vectors(asked: Question, candidates: list[Candidate], store: Store) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The question's vector and each candidate chunk's sentence vectors (a row per sentence unit), from the
+    main index; for a Chinese question, from the multilingual model, which embeds the few candidate chunks'
+    sentences here because its index holds one vector per chunk."""
+    chunks = {c.passage.chunk.chunk_id: c.passage.chunk for c in candidates}
+    if not (asked.cjk and MULTILINGUAL_INDEX in store.indexes):
+        return store.indexes[MAIN_INDEX].embedder.embed_query(asked.standalone), store.unit_vectors(MAIN_INDEX, chunks)
+    embedder = store.indexes[MULTILINGUAL_INDEX].embedder
+    texts = {cid: [u.embedding_text(chunk.text) for u in sentence_units(chunk.text, chunk.section)]
+             for cid, chunk in chunks.items()}
+    vectors = embedder.embed_passages([text for own in texts.values() for text in own])
+    split = np.split(vectors, np.cumsum([len(own) for own in texts.values()])[:-1])
+    return embedder.embed_query(asked.standalone), dict(zip(texts, split))
 
 
 def _type_fit(asked: Question, text: str, near: bool) -> float:

@@ -21,7 +21,7 @@ from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
 from rag.errors import LoadError, RagError
 from rag.lexical import TOKENIZER_VERSION
 from rag.loaders import file_sha256, load_document
-from rag.store import MAIN_INDEX, PreparedDocument, Store, lexical_tokens
+from rag.store import INDEX_LAYOUT, MAIN_INDEX, PreparedDocument, Store, index_entries, lexical_tokens
 
 # Chunks embedded and written together: large enough for efficient batches, small enough to commit often.
 GROUP_CHUNKS = 512
@@ -75,7 +75,8 @@ class Progress:
 def config_key(settings, store: Store) -> str:
     """Everything besides the file's bytes that decides its chunks and vectors."""
     models = ",".join(f"{key}={index.embedder.name}" for key, index in sorted(store.indexes.items()))
-    return f"chunker{CHUNKER_VERSION}|lex{TOKENIZER_VERSION}|{settings.chunk_tokens}/{settings.chunk_overlap}|{models}"
+    return (f"chunker{CHUNKER_VERSION}|lex{TOKENIZER_VERSION}|layout{INDEX_LAYOUT}|"
+            f"{settings.chunk_tokens}/{settings.chunk_overlap}|{models}")
 
 
 def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None]]:
@@ -209,26 +210,29 @@ def _embed_and_write(group: list[_Parsed], store: Store) -> int:
 
 
 def embed_and_write_documents(documents: list[PreparedDocument], store: Store) -> int:
-    """Embed every sentence unit (one call per model per group of about GROUP_CHUNKS chunks), then write each
-    group crash-safely; returns the number of chunks written. Call inside `store.writer()`."""
+    """Embed groups of about GROUP_CHUNKS chunks, then write each group crash-safely; returns the number of
+    chunks written. Call inside `store.writer()`."""
     written = 0
     group: list[PreparedDocument] = []
     for position, document in enumerate(documents):
         group.append(document)
         if sum(len(d.chunks) for d in group) >= GROUP_CHUNKS or position == len(documents) - 1:
-            texts = [unit.embedding_text(chunk.text) for d in group for chunk, units in zip(d.chunks, d.units)
-                     for unit in units]
-            vectors = {key: index.embedder.embed_passages(texts) if texts
-                       else np.zeros((0, index.embedder.dim), np.float32) for key, index in store.indexes.items()}
-            prepared, offset = [], 0
-            for d in group:
-                size = sum(map(len, d.units))
-                prepared.append(replace(d, vectors={key: array[offset:offset + size] for key, array in vectors.items()}))
-                offset += size
-            store.write(prepared)
+            store.write(_embedded(group, store))
             written += sum(len(d.chunks) for d in group)
             group = []
     return written
+
+
+def _embedded(group: list[PreparedDocument], store: Store) -> list[PreparedDocument]:
+    """The documents with their vectors: one embedding call per model for the whole group."""
+    texts = [{key: [text for chunk, units in zip(d.chunks, d.units) for _, text in index_entries(key, chunk, units)]
+              for key in store.indexes} for d in group]
+    split = {}
+    for key, index in store.indexes.items():
+        flat = [text for own in texts for text in own[key]]
+        vectors = index.embedder.embed_passages(flat) if flat else np.zeros((0, index.embedder.dim), np.float32)
+        split[key] = np.split(vectors, np.cumsum([len(own[key]) for own in texts])[:-1])
+    return [replace(d, vectors={key: parts[n] for key, parts in split.items()}) for n, d in enumerate(group)]
 
 
 def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:

@@ -37,6 +37,8 @@ MAIN_INDEX = "main"
 # Sentence vectors fetched per chunk wanted: a chunk's best sentence decides its rank.
 SENTENCES_PER_CHUNK = 4
 MULTILINGUAL_INDEX = "multilingual"
+# What each index holds per chunk (see `index_entries`); part of the ingest config key, so a change re-embeds.
+INDEX_LAYOUT = 2
 # Tries of a vector read that meets a concurrent delete, backing off 10, 20, 40 ... ms (about 1.3 s in all).
 READ_ATTEMPTS = 8
 
@@ -74,7 +76,7 @@ class Filters:
 @dataclass(frozen=True)
 class PreparedDocument:
     """A document ready to write: its chunks, their BM25 tokens, their sentence units, and per vector index
-    one array with a row per sentence unit (chunk by chunk, in order)."""
+    one array with a row per entry of `index_entries` (chunk by chunk, in order)."""
 
     document: Document
     chunks: list[Chunk]
@@ -369,7 +371,7 @@ class Store:
         return [(cid, best[cid]) for cid in ranked[:n]]
 
     def unit_vectors(self, index: str, chunk_ids: Iterable[str]) -> dict[str, np.ndarray]:
-        """The stored sentence vectors of each chunk, one row per sentence unit in order."""
+        """The stored vectors of each chunk, one row per entry of `index_entries` in order."""
         self._follow_other_writers()
         ids = list(dict.fromkeys(chunk_ids))
         if not ids:
@@ -447,8 +449,9 @@ class Store:
             ids, vectors, metadatas = [], [], []
             for p in prepared:
                 for chunk, units in zip(p.chunks, p.units):
-                    ids.extend(f"{chunk.chunk_id}:{n}" for n in range(len(units)))
-                    metadatas.extend([_chunk_metadata(chunk)] * len(units))
+                    entry_ids = [entry_id for entry_id, _ in index_entries(key, chunk, units)]
+                    ids.extend(entry_ids)
+                    metadatas.extend([_chunk_metadata(chunk)] * len(entry_ids))
                 vectors.append(p.vectors[key])
             if ids:
                 _guard_server(self.settings, lambda: index.add(ids, np.concatenate(vectors), metadatas, self._batch))
@@ -561,6 +564,20 @@ class Store:
             ).fetchall()
         entries = [LexicalEntry(cid, tokens.split(), doc_id, lang, date_number(pub)) for cid, tokens, doc_id, lang, pub in rows]
         return LexicalIndex.build(entries, generation)
+
+
+def index_entries(key: str, chunk: Chunk, units: list[SentenceUnit]) -> list[tuple[str, str]]:
+    """(vector id, text to embed) of a chunk in index `key`.
+
+    The main index holds a vector per sentence unit: they rank chunks and pick the sentences of extractive
+    answers. The multilingual index only has to find chunks for Chinese questions, so it holds one vector per
+    chunk; the answer embeds the sentences of that question's few candidates itself. Per-sentence vectors there
+    cost a third of the ingest time and, at 100 k chunks, over a gigabyte of a query process's memory.
+    """
+    if key == MULTILINGUAL_INDEX:
+        label = chunk.section.split(" > ")[-1] if chunk.section else ""
+        return [(f"{chunk.chunk_id}:0", f"{label}: {chunk.text}" if label else chunk.text)]
+    return [(f"{chunk.chunk_id}:{n}", unit.embedding_text(chunk.text)) for n, unit in enumerate(units)]
 
 
 def _collection_name(settings, key: str) -> str:

@@ -11,7 +11,7 @@ from rag.documents import Answer
 from rag.embedding import embedders
 from rag.errors import QuestionError
 from rag.ingest import ingest
-from rag.store import Filters, Store
+from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 
 from conftest import CORPUS, make_settings
 
@@ -112,6 +112,15 @@ def test_chinese_question_finds_the_english_passage(seeded):
     assert not result.abstained
     assert "100" in result.text
     assert_citations_are_verbatim(result, seeded[1])
+
+
+def test_the_multilingual_index_holds_a_vector_per_chunk_yet_chinese_answers_quote_one_sentence(seeded):
+    store = seeded[1]
+    assert store.indexes[MULTILINGUAL_INDEX].count() == store.count_chunks() < store.indexes[MAIN_INDEX].count()
+    result = ask(seeded, "到2027年要建设多少个高质量工业数据集？")
+    quote = result.citations[0].quote
+    assert "100" in quote and len(re.findall(r"[.!?](?:\s|$)", quote)) <= 1
+    assert len(quote) < len(store.chunks([result.citations[0].chunk_id])[result.citations[0].chunk_id].text)
 
 
 def test_filters_restrict_sources_to_one_document(seeded):
