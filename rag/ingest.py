@@ -11,6 +11,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -143,22 +144,23 @@ def _ingest_files(files, settings, store: Store, progress: Progress) -> tuple[li
     group: list[_Parsed] = []
     written = 0
     try:
-        while True:
-            item = parsed.get()
-            if item is not None and item.prepared is None:
-                outcomes.append(item.outcome)
-                progress.update(files_done=len(outcomes) + len(group), current=item.outcome.path)
-                continue
-            if item is not None:
-                group.append(item)
-            group_chunks = sum(len(g.prepared.chunks) for g in group)
-            if group and (item is None or group_chunks >= GROUP_CHUNKS or parsed.empty()):
-                written += _embed_and_write(group, store)
-                outcomes.extend(g.outcome for g in group)
-                progress.update(files_done=len(outcomes), chunks_done=written, current=group[-1].outcome.path)
-                group = []
-            if item is None:
-                break
+        with GroupWriter(store) as writer:
+            while True:
+                item = parsed.get()
+                if item is not None and item.prepared is None:
+                    outcomes.append(item.outcome)
+                    progress.update(files_done=len(outcomes) + len(group), current=item.outcome.path)
+                    continue
+                if item is not None:
+                    group.append(item)
+                group_chunks = sum(len(g.prepared.chunks) for g in group)
+                if group and (item is None or group_chunks >= GROUP_CHUNKS or parsed.empty()):
+                    written += writer.add([g.prepared for g in group])
+                    outcomes.extend(g.outcome for g in group)
+                    progress.update(files_done=len(outcomes), chunks_done=written, current=group[-1].outcome.path)
+                    group = []
+                if item is None:
+                    break
     finally:
         stop.set()
         while producer.is_alive():  # unblock a producer waiting on a full queue
@@ -205,22 +207,50 @@ def _living_owner(document, stored_paths: dict[str, str]) -> str | None:
     return path if path and path != document.path and os.path.exists(path) else None
 
 
-def _embed_and_write(group: list[_Parsed], store: Store) -> int:
-    return embed_and_write_documents([g.prepared for g in group], store)
+class GroupWriter:
+    """Embeds documents in groups of about GROUP_CHUNKS chunks and writes each group crash-safely on a
+    background thread, so Chroma's inserts for one group overlap the encoding of the next. Groups are still
+    written one at a time and in order; leaving the `with` block waits for the last write and raises its error.
+    Use inside `store.writer()`."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write")
+        self._in_flight: Future | None = None
+
+    def __enter__(self) -> "GroupWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._wait()
+        finally:
+            self._thread.shutdown()
+
+    def add(self, documents: list[PreparedDocument]) -> int:
+        """Queue the documents for writing; returns the number of chunks embedded."""
+        embedded = 0
+        group: list[PreparedDocument] = []
+        for position, document in enumerate(documents):
+            group.append(document)
+            if sum(len(d.chunks) for d in group) >= GROUP_CHUNKS or position == len(documents) - 1:
+                prepared = _embedded(group, self._store)
+                self._wait()
+                self._in_flight = self._thread.submit(self._store.write, prepared)
+                embedded += sum(len(d.chunks) for d in group)
+                group = []
+        return embedded
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
 
 
 def embed_and_write_documents(documents: list[PreparedDocument], store: Store) -> int:
-    """Embed groups of about GROUP_CHUNKS chunks, then write each group crash-safely; returns the number of
-    chunks written. Call inside `store.writer()`."""
-    written = 0
-    group: list[PreparedDocument] = []
-    for position, document in enumerate(documents):
-        group.append(document)
-        if sum(len(d.chunks) for d in group) >= GROUP_CHUNKS or position == len(documents) - 1:
-            store.write(_embedded(group, store))
-            written += sum(len(d.chunks) for d in group)
-            group = []
-    return written
+    """Embed and write the documents; returns the number of chunks written. Call inside `store.writer()`."""
+    with GroupWriter(store) as writer:
+        return writer.add(documents)
 
 
 def _embedded(group: list[PreparedDocument], store: Store) -> list[PreparedDocument]:
