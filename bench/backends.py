@@ -29,11 +29,11 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def measure(backend: str, models_dir: Path) -> dict:
-    from rag.chunking import sentence_units
     from rag.embedding import main_embedder
     from rag.ingest import ingest
     from rag.settings import load_settings
     from rag.store import MAIN_INDEX, Store
+    from index_texts import index_texts
     from retrieval_sweep import score
 
     from rag.evaluation import load_golden
@@ -57,8 +57,7 @@ def measure(backend: str, models_dir: Path) -> dict:
                    "dense": score(store, settings, questions, k, lexical_weight=0, multilingual_weight=0),
                    "fused": score(store, settings, questions, k)}
             if name == "obliqa":
-                texts = [unit.embedding_text(c.text) for d in store.documents() for c in store.document_chunks(d.doc_id)
-                         for unit in sentence_units(c.text, c.section)]
+                texts = index_texts(store)[MAIN_INDEX]
                 started = time.perf_counter()
                 model.embed_passages(texts)
                 row["bare_encode_s"] = round(time.perf_counter() - started, 1)

@@ -7,8 +7,8 @@ with lightly varied text: every paragraph of copy N names "copy N" and its claus
 every copy is new text to embed (answers on copies are not the point; cost is).
 For each engine (the embedded store, then a `chroma run` server on 127.0.0.1) the store grows step by step
 to each size; at each size it measures
-  ingest      chunks/s and characters/s of the step, and its ratio to the bare encode of the same sentences
-              (timed on 2,000 sentences spread over the step, scaled to all of them: encoding is linear)
+  ingest      chunks/s and characters/s of the step, and its ratio to the bare encode of the same texts
+              (timed on 2,000 texts per index spread over the step, scaled to all of them: encoding is linear)
   re-ingest   a no-change re-ingest of the whole corpus so far
   answer()    p50 / p95 / p99 of the extractive answer() over obliqa-dev's 400 questions, in a fresh query
               process with its models loaded first, and that process's peak RSS
@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 
 from chroma_server import ChromaServer
+from index_texts import index_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 OBLIQA = ROOT.parent / "shared" / "obliqa-dev"
 RESULTS = ROOT / "bench" / "results"
-SAMPLE_SENTENCES = 2000
+SAMPLE_TEXTS = 2000
 
 
 def write_copy(target: Path, number: int) -> None:
@@ -70,7 +71,6 @@ def chunks_per_copy(settings, store) -> int:
 
 def grow(corpus: Path, settings, store, copies: int) -> dict:
     """Add copies 1..`copies` that are not there yet; time the ingest and the bare encode of what it added."""
-    from rag.chunking import sentence_units
     from rag.ingest import ingest
 
     for number in range(1, copies + 1):
@@ -81,15 +81,15 @@ def grow(corpus: Path, settings, store, copies: int) -> dict:
     report = ingest([corpus], settings, store)
     seconds = time.perf_counter() - started
     added = [d for d in store.documents() if d.doc_id not in before]
-    texts = [unit.embedding_text(c.text) for d in added for c in store.document_chunks(d.doc_id)
-             for unit in sentence_units(c.text, c.section)]
-    sample = texts[::max(1, len(texts) // SAMPLE_SENTENCES)]  # spread over every document, not its first pages
-    started = time.perf_counter()
-    for index in store.indexes.values():
+    texts = index_texts(store, [d.doc_id for d in added])
+    bare = 0.0
+    for key, index in store.indexes.items():
+        sample = texts[key][::max(1, len(texts[key]) // SAMPLE_TEXTS)]  # spread over every document, not its first pages
+        started = time.perf_counter()
         index.embedder.embed_passages(sample)
-    bare = (time.perf_counter() - started) * len(texts) / max(1, len(sample))
+        bare += (time.perf_counter() - started) * len(texts[key]) / max(1, len(sample))
     chars = sum(d.chars for d in added)
-    step = {"chunks_added": report.chunks_written, "sentences_added": len(texts), "chars_added": chars,
+    step = {"chunks_added": report.chunks_written, "vectors_added": {key: len(own) for key, own in texts.items()}, "chars_added": chars,
             "ingest_s": round(seconds, 1), "chunks_per_s": round(report.chunks_written / seconds, 1),
             "chars_per_s": round(chars / seconds), "bare_encode_s_estimated": round(bare, 1),
             "ratio_to_bare_encode": round(seconds / bare, 3), "models": [i.embedder.name for i in store.indexes.values()]}
