@@ -276,6 +276,11 @@ class Store:
         """Hold the writer lock; leftover work of a crashed writer is recovered first."""
         timeout = self.settings.lock_timeout_s if timeout_s is None else timeout_s
         with WriterLock(self.settings.data_dir / "ingest.lock", timeout):
+            # Another process may have committed since this view was taken (a CLI ingest while the chat is
+            # open): chromadb would apply our writes to the stale graph, skip theirs (it reads the log from a
+            # shared mark and purges it) and, when it persists, erase their vectors on disk. Nothing of ours is
+            # in flight yet, so a fresh view is safe to take.
+            self._follow_other_writers()
             with self._view_lock:
                 self._writing += 1
             try:

@@ -144,6 +144,40 @@ def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
     again.close()
 
 
+def test_a_running_store_that_writes_after_another_process_keeps_that_processs_vectors(tmp_path):
+    """The chat page takes an upload after a CLI ingest, with no question asked in between. On its stale view
+    chromadb skipped the CLI's records (already purged from its log), so the page could not find them, and
+    persisting its own graph erased them on disk: a store opened afresh lost them too."""
+    import os
+
+    from rag.store import MAIN_INDEX
+
+    corpus, upload = tmp_path / "corpus", tmp_path / "upload"
+    corpus.mkdir()
+    upload.mkdir()
+    settings = make_settings(tmp_path / "data")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS], settings, store)
+    assert "100" in answer("How many industrial datasets by 2027?", settings, store=store).text  # its graph is loaded
+    # Over 1,000 vectors on each side: chromadb persists a graph and purges the log every 1,000 records.
+    filler = "".join(f"Inspection {n} of the robot cell found item {n % 13} in order. " for n in range(1100))
+    (corpus / "zones.md").write_text(zones_document(3) + filler, encoding="utf-8")
+    done = run_rag({**os.environ, "RAG_DATA_DIR": str(settings.data_dir), "RAG_MULTILINGUAL_MODEL": "none"},
+                   "ingest", str(corpus))
+    assert done.returncode == 0, done.stderr
+    (upload / "kelp.md").write_text("# Kelp\n\nUnderwater kelp farming robots will be piloted in 9 coastal parks. "
+                                    + filler.replace("robot cell", "kelp farm"), encoding="utf-8")
+    ingest([upload], settings, store)
+    for view in (store, Store.open(settings, embedders(settings))):
+        index = view.indexes[MAIN_INDEX]
+        every = index.query(index.embedder.embed_query("robot pilot zones"), index.count(), None)
+        stored = {c.chunk_id for d in view.documents() for c in view.document_chunks(d.doc_id)}
+        assert {unit.rsplit(":", 1)[0] for unit, _ in every} == stored
+        assert {"zones.md", "kelp.md"} < {cid.split("#")[0] for cid in stored}
+        assert "37 robot pilot zones" in answer("How many robot pilot zones are designated?", settings, store=view).text
+        view.close()
+
+
 def test_a_read_that_meets_a_delete_in_flight_is_tried_again_and_other_errors_are_not(store, settings, corpus_copy):
     """The race itself is rare (1 query in 6,602 in `make soak`), so chromadb's error is raised here once."""
     from chromadb.errors import InternalError
