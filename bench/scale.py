@@ -7,8 +7,9 @@ with lightly varied text: every paragraph of copy N names "copy N" and its claus
 every copy is new text to embed (answers on copies are not the point; cost is).
 For each engine (the embedded store, then a `chroma run` server on 127.0.0.1) the store grows step by step
 to each size; at each size it measures
-  ingest      chunks/s and characters/s of the step, and its ratio to the bare encode of the same texts
-              (timed on 2,000 texts per index spread over the step, scaled to all of them: encoding is linear)
+  ingest      chunks/s and characters/s of the step, and its ratio to the bare encode of the same vectors
+              (bench/bare_encode.py, timed on 8 of the step's ingest groups spread over it and scaled to all of
+              its chunks: encoding is linear)
   re-ingest   a no-change re-ingest of the whole corpus so far
   answer()    p50 / p95 / p99 of the extractive answer() over obliqa-dev's 400 questions, in a fresh query
               process with its models loaded first, and that process's peak RSS
@@ -32,14 +33,14 @@ import time
 from pathlib import Path
 
 from chroma_server import ChromaServer
-from index_texts import index_texts
+from bare_encode import groups, timed_encode, vector_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 OBLIQA = ROOT.parent / "shared" / "obliqa-dev"
 RESULTS = ROOT / "bench" / "results"
-SAMPLE_TEXTS = 2000
+SAMPLE_GROUPS = 8
 
 
 def write_copy(target: Path, number: int) -> None:
@@ -81,15 +82,12 @@ def grow(corpus: Path, settings, store, copies: int) -> dict:
     report = ingest([corpus], settings, store)
     seconds = time.perf_counter() - started
     added = [d for d in store.documents() if d.doc_id not in before]
-    texts = index_texts(store, [d.doc_id for d in added])
-    bare = 0.0
-    for key, index in store.indexes.items():
-        sample = texts[key][::max(1, len(texts[key]) // SAMPLE_TEXTS)]  # spread over every document, not its first pages
-        started = time.perf_counter()
-        index.embedder.embed_passages(sample)
-        bare += (time.perf_counter() - started) * len(texts[key]) / max(1, len(sample))
+    added_groups = groups(store, [d.doc_id for d in added])
+    sample = added_groups[::max(1, len(added_groups) // SAMPLE_GROUPS)]  # spread over the step, not its first pages
+    bare = timed_encode(store, sample) * sum(map(len, added_groups)) / sum(map(len, sample))
+    vectors = vector_counts(store, added_groups)
     chars = sum(d.chars for d in added)
-    step = {"chunks_added": report.chunks_written, "vectors_added": {key: len(own) for key, own in texts.items()}, "chars_added": chars,
+    step = {"chunks_added": report.chunks_written, "vectors_added": vectors, "chars_added": chars,
             "ingest_s": round(seconds, 1), "chunks_per_s": round(report.chunks_written / seconds, 1),
             "chars_per_s": round(chars / seconds), "bare_encode_s_estimated": round(bare, 1),
             "ratio_to_bare_encode": round(seconds / bare, 3), "models": [i.embedder.name for i in store.indexes.values()]}

@@ -158,7 +158,8 @@ class SentenceUnit:
         return chunk_text[self.start:self.end]
 
     def embedding_text(self, chunk_text: str) -> str:
-        """What the vector indexes embed: the sentence with its label, so a bullet keeps its meaning."""
+        """The sentence with its label written in, so a bullet keeps its meaning (the vector indexes add the
+        label's vector instead: `rag.embedding.embed_labelled`)."""
         return f"{self.label}: {self.text(chunk_text)}" if self.label else self.text(chunk_text)
 
 

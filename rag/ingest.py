@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
+from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes
 from rag.errors import LoadError, RagError
 from rag.lexical import TOKENIZER_VERSION
 from rag.loaders import file_sha256, load_document
@@ -209,14 +210,17 @@ def _living_owner(document, stored_paths: dict[str, str]) -> str | None:
 
 class GroupWriter:
     """Embeds documents in groups of about GROUP_CHUNKS chunks and writes each group crash-safely on a
-    background thread, so Chroma's inserts for one group overlap the encoding of the next. Groups are still
-    written one at a time and in order; leaving the `with` block waits for the last write and raises its error.
-    Use inside `store.writer()`."""
+    background thread, so Chroma's inserts for one group overlap the encoding of the next; after
+    POOL_AFTER_TEXTS texts, groups are encoded in encoder processes, which Chroma's inserts cannot stall. Groups
+    are still written one at a time and in order; leaving the `with` block waits for the last write and raises
+    its error. Use inside `store.writer()`."""
 
     def __init__(self, store: Store):
         self._store = store
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write")
         self._in_flight: Future | None = None
+        self._pool: EncoderPool | None = None
+        self._texts_embedded = 0
 
     def __enter__(self) -> "GroupWriter":
         return self
@@ -226,6 +230,8 @@ class GroupWriter:
             self._wait()
         finally:
             self._thread.shutdown()
+            if self._pool:
+                self._pool.close()
 
     def add(self, documents: list[PreparedDocument]) -> int:
         """Queue the documents for writing; returns the number of chunks embedded."""
@@ -234,12 +240,28 @@ class GroupWriter:
         for position, document in enumerate(documents):
             group.append(document)
             if sum(len(d.chunks) for d in group) >= GROUP_CHUNKS or position == len(documents) - 1:
-                prepared = _embedded(group, self._store)
+                prepared = self._embedded(group)
                 self._wait()
                 self._in_flight = self._thread.submit(self._store.write, prepared)
                 embedded += sum(len(d.chunks) for d in group)
                 group = []
         return embedded
+
+    def _embedded(self, group: list[PreparedDocument]) -> list[PreparedDocument]:
+        """The documents with their vectors: one embedding call per index for the whole group, the indexes
+        side by side."""
+        indexes = self._store.indexes
+        entries = {key: [[entry for chunk, units in zip(d.chunks, d.units) for entry in index_entries(key, chunk, units)]
+                         for d in group] for key in indexes}
+        embedders = {key: index.embedder for key, index in indexes.items()}
+        if self._texts_embedded >= POOL_AFTER_TEXTS and EncoderPool.can_run(embedders):
+            self._pool = self._pool or EncoderPool(embedders)
+            embedders = self._pool.embedders
+        self._texts_embedded += sum(map(len, entries[MAIN_INDEX]))
+        vectors = embed_indexes({key: (embedders[key], [e.text for own in entries[key] for e in own],
+                                       [e.label for own in entries[key] for e in own]) for key in indexes})
+        split = {key: np.split(vectors[key], np.cumsum([len(own) for own in entries[key]])[:-1]) for key in indexes}
+        return [replace(d, vectors={key: parts[n] for key, parts in split.items()}) for n, d in enumerate(group)]
 
     def _wait(self) -> None:
         if self._in_flight is not None:
@@ -251,18 +273,6 @@ def embed_and_write_documents(documents: list[PreparedDocument], store: Store) -
     """Embed and write the documents; returns the number of chunks written. Call inside `store.writer()`."""
     with GroupWriter(store) as writer:
         return writer.add(documents)
-
-
-def _embedded(group: list[PreparedDocument], store: Store) -> list[PreparedDocument]:
-    """The documents with their vectors: one embedding call per model for the whole group."""
-    texts = [{key: [text for chunk, units in zip(d.chunks, d.units) for _, text in index_entries(key, chunk, units)]
-              for key in store.indexes} for d in group]
-    split = {}
-    for key, index in store.indexes.items():
-        flat = [text for own in texts for text in own[key]]
-        vectors = index.embedder.embed_passages(flat) if flat else np.zeros((0, index.embedder.dim), np.float32)
-        split[key] = np.split(vectors, np.cumsum([len(own[key]) for own in texts])[:-1])
-    return [replace(d, vectors={key: parts[n] for key, parts in split.items()}) for n, d in enumerate(group)]
 
 
 def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:

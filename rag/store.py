@@ -38,7 +38,7 @@ MAIN_INDEX = "main"
 SENTENCES_PER_CHUNK = 4
 MULTILINGUAL_INDEX = "multilingual"
 # What each index holds per chunk (see `index_entries`); part of the ingest config key, so a change re-embeds.
-INDEX_LAYOUT = 2
+INDEX_LAYOUT = 3
 # Tries of a vector read that meets a concurrent delete, backing off 10, 20, 40 ... ms (about 1.3 s in all).
 READ_ATTEMPTS = 8
 
@@ -247,7 +247,9 @@ class Store:
         self._view_lock = threading.Lock()
         self._generation_seen = catalog.generation()
         self._writing = 0  # while this process writes, the generation moves because of us: keep our view
-        self._batch = min(5000, int(getattr(client, "get_max_batch_size", lambda: 5000)()))
+        # Embedded Chroma holds the GIL through each insert: batches of 1,000 hold it up to 0.6 s (5,000: 2.4 s)
+        # for 3 % more insert time, so encoder processes are fed between them.
+        self._batch = min(1000, int(getattr(client, "get_max_batch_size", lambda: 1000)()))
 
     @classmethod
     def open(cls, settings, embedders: dict[str, object] | None = None) -> "Store":
@@ -454,7 +456,7 @@ class Store:
             ids, vectors, metadatas = [], [], []
             for p in prepared:
                 for chunk, units in zip(p.chunks, p.units):
-                    entry_ids = [entry_id for entry_id, _ in index_entries(key, chunk, units)]
+                    entry_ids = [entry.vector_id for entry in index_entries(key, chunk, units)]
                     ids.extend(entry_ids)
                     metadatas.extend([_chunk_metadata(chunk)] * len(entry_ids))
                 vectors.append(p.vectors[key])
@@ -515,11 +517,13 @@ class Store:
     def recover(self) -> None:
         """Undo half-written additions and finish half-done deletions of a writer that died; fix the BM25 index."""
         self._drain_pending(None)
-        live = LexicalIndex.live_generation(self.settings.lexical_dir)
-        if live != f"gen-{self.catalog.generation()}":
-            self.refresh_lexical()
+        self.refresh_lexical()
 
     def refresh_lexical(self) -> None:
+        """Rebuild the BM25 index from the catalog, unless the live one is already of the catalog's generation
+        (a no-change re-ingest of 100 k chunks would otherwise spend seconds rebuilding it)."""
+        if LexicalIndex.live_generation(self.settings.lexical_dir) == f"gen-{self.catalog.generation()}":
+            return
         index = self._build_lexical()
         index.save(self.settings.lexical_dir)
         with self._lexical_lock:
@@ -571,18 +575,30 @@ class Store:
         return LexicalIndex.build(entries, generation)
 
 
-def index_entries(key: str, chunk: Chunk, units: list[SentenceUnit]) -> list[tuple[str, str]]:
-    """(vector id, text to embed) of a chunk in index `key`.
+@dataclass(frozen=True)
+class IndexEntry:
+    """One vector of a chunk: its id, and the text and label (heading, or "") that `rag.embedding.embed_labelled`
+    embeds for it."""
 
-    The main index holds a vector per sentence unit: they rank chunks and pick the sentences of extractive
-    answers. The multilingual index only has to find chunks for Chinese questions, so it holds one vector per
-    chunk; the answer embeds the sentences of that question's few candidates itself. Per-sentence vectors there
-    cost a third of the ingest time and, at 100 k chunks, over a gigabyte of a query process's memory.
+    vector_id: str
+    text: str
+    label: str = ""
+
+
+def index_entries(key: str, chunk: Chunk, units: list[SentenceUnit]) -> list[IndexEntry]:
+    """The vectors of a chunk in index `key`.
+
+    The main index holds a vector per sentence unit, under the label (heading) it sits under: they rank chunks
+    and pick the sentences of extractive answers. The multilingual index only has to find candidate chunks for
+    Chinese questions, so it holds one vector per chunk, its label written into the text (a small part of a
+    chunk); retrieval and the answer embed the sentences of a question's few candidates themselves.
+    Per-sentence vectors there cost a third of the ingest time and, at 100 k chunks, over a gigabyte of a query
+    process's memory.
     """
     if key == MULTILINGUAL_INDEX:
         label = chunk.section.split(" > ")[-1] if chunk.section else ""
-        return [(f"{chunk.chunk_id}:0", f"{label}: {chunk.text}" if label else chunk.text)]
-    return [(f"{chunk.chunk_id}:{n}", unit.embedding_text(chunk.text)) for n, unit in enumerate(units)]
+        return [IndexEntry(f"{chunk.chunk_id}:0", f"{label}: {chunk.text}" if label else chunk.text)]
+    return [IndexEntry(f"{chunk.chunk_id}:{n}", unit.text(chunk.text), unit.label) for n, unit in enumerate(units)]
 
 
 def _collection_name(settings, key: str) -> str:

