@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,8 @@ def measure(backend: str, models_dir: Path) -> dict:
     from rag.ingest import ingest
     from rag.settings import load_settings
     from rag.store import MAIN_INDEX, Store
-    from bare_encode import groups, timed_encode
+    from bare_encode import groups, timed_encode, vector_counts
+    from ingest_bench import peak_rss_mb
     from retrieval_sweep import score
 
     from rag.evaluation import load_golden
@@ -58,11 +58,11 @@ def measure(backend: str, models_dir: Path) -> dict:
                    "fused": score(store, settings, questions, k)}
             if name == "obliqa":
                 row["bare_encode_s"] = round(timed_encode(store, groups(store)), 1)
-                row["sentences"] = len(texts)
+                row["sentences"] = vector_counts(store, groups(store))[MAIN_INDEX]
                 row["chars"] = sum(d.chars for d in store.documents())
             result[name] = row
             store.close()
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mb"] = round(peak_rss_mb())
     return result
 
 

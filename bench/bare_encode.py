@@ -35,23 +35,34 @@ def index_work(store, chunks: list) -> dict[str, tuple]:
     return work
 
 
-def timed_encode(store, chunk_groups: list[list], only: str | None = None) -> float:
-    """Seconds to embed the groups' vectors as ingest does (with `only`, that one index alone)."""
-    from rag.embedding import POOL_AFTER_TEXTS, POOL_SLICE, EncoderPool, embed_indexes
+def pooled_in_ingest(store, chunk_groups: list[list]) -> list[bool]:
+    """Whether one ingest of these groups encodes each of them in encoder processes (after POOL_AFTER_TEXTS)."""
+    from rag.embedding import POOL_AFTER_TEXTS
     from rag.store import MAIN_INDEX
 
+    flags, embedded = [], 0
+    for group in chunk_groups:
+        flags.append(embedded >= POOL_AFTER_TEXTS)
+        embedded += len(index_work(store, group)[MAIN_INDEX][1])
+    return flags
+
+
+def timed_encode(store, chunk_groups: list[list], only: str | None = None, pooled: list[bool] | None = None) -> float:
+    """Seconds to embed the groups' vectors as ingest does (with `only`, that one index alone). `pooled` says
+    which groups go to encoder processes; by default those an ingest of just these groups would send there."""
+    from rag.embedding import POOL_SLICE, EncoderPool, embed_indexes
+
     embedders = {key: index.embedder for key, index in store.indexes.items() if only in (None, key)}
-    pool = EncoderPool(embedders) if EncoderPool.can_run(embedders) else None
+    pooled = pooled_in_ingest(store, chunk_groups) if pooled is None else pooled
+    pool = EncoderPool(embedders) if any(pooled) and EncoderPool.can_run(embedders) else None
     try:
         for key in embedders if pool else ():
             pool.encode(key, ["warm up"] * POOL_SLICE * 8)  # every process started and its models loaded
-        started, embedded = time.perf_counter(), 0
-        for group in chunk_groups:
+        started = time.perf_counter()
+        for group, in_pool in zip(chunk_groups, pooled):
             work = index_work(store, group)
-            pooled = pool and embedded >= POOL_AFTER_TEXTS
-            embed_indexes({key: ((pool.embedders[key] if pooled else embedder), *work[key][1:])
+            embed_indexes({key: ((pool.embedders[key] if pool and in_pool else embedder), *work[key][1:])
                            for key, embedder in embedders.items()})
-            embedded += len(work[MAIN_INDEX][1])
         return time.perf_counter() - started
     finally:
         if pool:

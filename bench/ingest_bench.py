@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,10 @@ DEFAULT_CORPUS = ROOT.parent / "shared" / "obliqa-dev" / "corpus"
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts at its
+    parent's high-water mark, so a subprocess of a large parent would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def run_ours(corpus: Path, data_dir: Path, multilingual: str | None = None) -> dict:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from chroma_server import ChromaServer
-from bare_encode import groups, timed_encode, vector_counts
+from bare_encode import groups, pooled_in_ingest, timed_encode, vector_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,8 +83,11 @@ def grow(corpus: Path, settings, store, copies: int) -> dict:
     seconds = time.perf_counter() - started
     added = [d for d in store.documents() if d.doc_id not in before]
     added_groups = groups(store, [d.doc_id for d in added])
-    sample = added_groups[::max(1, len(added_groups) // SAMPLE_GROUPS)]  # spread over the step, not its first pages
-    bare = timed_encode(store, sample) * sum(map(len, added_groups)) / sum(map(len, sample))
+    every = max(1, len(added_groups) // SAMPLE_GROUPS)  # spread over the step, not its first pages
+    sample = added_groups[::every]
+    # Each sampled group is encoded where the step's ingest encoded it: in this process or in encoder processes.
+    pooled = pooled_in_ingest(store, added_groups)[::every]
+    bare = timed_encode(store, sample, pooled=pooled) * sum(map(len, added_groups)) / sum(map(len, sample))
     vectors = vector_counts(store, added_groups)
     chars = sum(d.chars for d in added)
     step = {"chunks_added": report.chunks_written, "vectors_added": vectors, "chars_added": chars,
