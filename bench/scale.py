@@ -14,6 +14,7 @@ to each size; at each size it measures
   answer()    p50 / p95 / p99 of the extractive answer() over obliqa-dev's 400 questions, in a fresh query
               process with its models loaded first, and that process's peak RSS
   disk        the data dir's size (plus the server's folder for the server engine)
+  recall      the HNSW graph's recall of the exact top-k sentence vectors for the same questions
 and the growth factor of each from the first size to the last. Writes bench/results/scale.json and plots
 bench/results/scale_latency.png and scale_memory.png.
 """
@@ -135,6 +136,31 @@ def query_process(env: dict) -> dict:
             "query_process_peak_rss_mb": round(result["peak_rss_mb"])}
 
 
+def dense_recall(settings, store) -> dict:
+    """How much of the exact nearest-neighbour list the HNSW graph returns: for each obliqa-dev question, the
+    share of the exact top-k sentence vectors of the main index (k as many as a dense search asks for) among
+    Chroma's top-k. Exact scores come from every stored vector, read page by page."""
+    import numpy as np
+
+    from rag.evaluation import load_golden
+    from rag.store import MAIN_INDEX, SENTENCES_PER_CHUNK
+
+    index = store.indexes[MAIN_INDEX]
+    k = SENTENCES_PER_CHUNK * settings.candidates
+    questions = np.stack([index.embedder.embed_query(q.question) for q in load_golden(OBLIQA / "golden.jsonl")[0]])
+    kept = np.empty((len(questions), 0), dtype=np.float32)
+    for offset in range(0, index.count(), 50_000):
+        page = np.asarray(index.collection.get(include=["embeddings"], limit=50_000, offset=offset)["embeddings"],
+                          dtype=np.float32)
+        kept = np.concatenate([kept, questions @ page.T], axis=1)
+        kept = -np.partition(-kept, min(k, kept.shape[1]) - 1, axis=1)[:, :k]
+    kth_best = kept.min(axis=1)
+    found = index.collection.query(query_embeddings=questions, n_results=k, include=["distances"])["distances"]
+    # By score, not by id: the corpus repeats sentences, and of equal vectors either one is a right answer.
+    recall = [float(np.mean(1.0 - np.asarray(distances) >= kth - 1e-5)) for distances, kth in zip(found, kth_best)]
+    return {"k": k, "vectors": index.count(), "mean": round(float(np.mean(recall)), 4), "min": round(float(np.min(recall)), 4)}
+
+
 def run_engine(engine: str, sizes: list[int], folder: Path) -> list[dict]:
     from rag.embedding import embedders
     from rag.ingest import ingest
@@ -162,7 +188,7 @@ def run_engine(engine: str, sizes: list[int], folder: Path) -> list[dict]:
                    "documents": len(store.documents()), "step": step, "reingest_s": round(reingest, 2),
                    "reingest_share_of_step": round(reingest / step["ingest_s"], 4),
                    "ingest_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                   **query_process(env),
+                   **query_process(env), "hnsw_recall": dense_recall(settings, store),
                    "disk_mb": round(folder_mb(data, folder / "chroma-server"), 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -73,20 +74,15 @@ class LexicalEntry:
     chunk_id: str
     tokens: list[str]
     doc_id: str
-    language: str
-    published: int  # YYYYMMDD, 0 when unknown
 
 
 class LexicalIndex:
-    """An immutable BM25 index over entries, with per-chunk metadata arrays for filter masks."""
+    """An immutable BM25 index over entries, with each chunk's document for filter masks."""
 
-    def __init__(self, retriever, chunk_ids: list[str], doc_ids: list[str], languages: list[str],
-                 published: np.ndarray, generation: int):
+    def __init__(self, retriever, chunk_ids: list[str], doc_ids: list[str], generation: int):
         self._retriever = retriever
         self.chunk_ids = chunk_ids
         self.doc_ids = np.asarray(doc_ids, dtype=object)
-        self.languages = np.asarray(languages, dtype=object)
-        self.published = published
         self.generation = generation
 
     @classmethod
@@ -97,14 +93,7 @@ class LexicalIndex:
         if entries:
             retriever = bm25s.BM25()
             retriever.index([entry.tokens for entry in entries], show_progress=False)
-        return cls(
-            retriever,
-            [e.chunk_id for e in entries],
-            [e.doc_id for e in entries],
-            [e.language for e in entries],
-            np.asarray([e.published for e in entries], dtype=np.int64),
-            generation,
-        )
+        return cls(retriever, [e.chunk_id for e in entries], [e.doc_id for e in entries], generation)
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
@@ -122,20 +111,9 @@ class LexicalIndex:
         )
         return [(self.chunk_ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
 
-    def mask(self, doc_ids=None, language=None, published_from: int = 0, published_to: int = 0) -> np.ndarray | None:
-        """A boolean array selecting the chunks that pass the filters; None when there is no filter."""
-        if not (doc_ids or language or published_from or published_to):
-            return None
-        keep = np.ones(len(self.chunk_ids), dtype=bool)
-        if doc_ids:
-            keep &= np.isin(self.doc_ids, list(doc_ids))
-        if language:
-            keep &= self.languages == language
-        if published_from:
-            keep &= self.published >= published_from
-        if published_to:
-            keep &= (self.published <= published_to) & (self.published > 0)
-        return keep
+    def mask(self, doc_ids: Iterable[str]) -> np.ndarray:
+        """A boolean array selecting the chunks of `doc_ids`."""
+        return np.isin(self.doc_ids, list(doc_ids))
 
     # Persistence: each generation in its own folder, CURRENT names the live one (replaced atomically).
 
@@ -149,7 +127,7 @@ class LexicalIndex:
             self._retriever.save(str(staging / "bm25"), show_progress=False)
         (staging / "meta.json").write_text(json.dumps({
             "generation": self.generation, "tokenizer": TOKENIZER_VERSION, "chunk_ids": self.chunk_ids,
-            "doc_ids": list(self.doc_ids), "languages": list(self.languages), "published": self.published.tolist(),
+            "doc_ids": list(self.doc_ids),
         }))
         _fsync_tree(staging)
         shutil.rmtree(target, ignore_errors=True)
@@ -176,8 +154,7 @@ class LexicalIndex:
             retriever = bm25s.BM25.load(str(target / "bm25"), show_progress=False) if meta["chunk_ids"] else None
         except (OSError, ValueError, KeyError):
             return None
-        return cls(retriever, meta["chunk_ids"], meta["doc_ids"], meta["languages"],
-                   np.asarray(meta["published"], dtype=np.int64), int(meta["generation"]))
+        return cls(retriever, meta["chunk_ids"], meta["doc_ids"], int(meta["generation"]))
 
     @staticmethod
     def live_generation(folder: Path) -> str | None:

@@ -27,10 +27,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from rag.chunking import SentenceUnit
+from rag.chunking import SentenceUnit, sentence_units
 from rag.documents import Chunk, Document, StoredDocument
 from rag.errors import StoreError
-from rag.lexical import LexicalEntry, LexicalIndex, has_cjk, tokenize
+from rag.lexical import LexicalEntry, LexicalIndex, tokenize
 
 FORMAT_VERSION = 2
 MAIN_INDEX = "main"
@@ -39,6 +39,10 @@ SENTENCES_PER_CHUNK = 4
 MULTILINGUAL_INDEX = "multilingual"
 # What each index holds per chunk (see `index_entries`); part of the ingest config key, so a change re-embeds.
 INDEX_LAYOUT = 3
+# The HNSW graph of a new collection. Building with half of chromadb's construction effort (100) cuts insert CPU
+# by a fifth, which at 100 k chunks is ingest time, since the encoders fill the cores; searching wider (256,
+# not 100) more than wins back the recall (bench/scale.py measures it against exact search).
+HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 50, "hnsw:search_ef": 256}
 # Tries of a vector read that meets a concurrent delete, backing off 10, 20, 40 ... ms (about 1.3 s in all).
 READ_ATTEMPTS = 8
 
@@ -201,12 +205,12 @@ class VectorIndex:
         self.embedder = embedder
         self.name = name
         if embedder is None:
-            self.collection = client.get_or_create_collection(name, embedding_function=None, metadata={"hnsw:space": "cosine"})
+            self.collection = client.get_or_create_collection(name, embedding_function=None, metadata=HNSW)
             return
         wanted = {"embed_model": embedder.name, "embed_dim": embedder.dim}
         try:
             self.collection = client.get_or_create_collection(
-                name, embedding_function=None, metadata={"hnsw:space": "cosine", **wanted}
+                name, embedding_function=None, metadata={**HNSW, **wanted}
             )
         except Exception as exc:
             raise StoreError(f"Chroma collection {name!r} cannot be opened: {exc}") from None
@@ -360,9 +364,12 @@ class Store:
     def dense_search(self, index: str, vector: np.ndarray, n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
         """(chunk_id, best sentence cosine) of committed chunks, best first."""
         self._follow_other_writers()
+        documents = self._documents_passing(filters)
+        if documents == []:
+            return []
         with self.catalog.snapshot() as db:
             in_flight = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM pending").fetchone()[0]
-        where = _chroma_where(filters)
+        where = None if documents is None else {"doc_id": {"$in": documents}}
 
         def query(vectors: VectorIndex) -> list[tuple[str, float]]:
             total = vectors.count()
@@ -377,14 +384,14 @@ class Store:
         ranked = sorted((cid for cid in best if cid in committed), key=lambda cid: -best[cid])
         return [(cid, best[cid]) for cid in ranked[:n]]
 
-    def unit_vectors(self, index: str, chunk_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def unit_vectors(self, index: str, chunks: dict[str, Chunk]) -> dict[str, np.ndarray]:
         """The stored vectors of each chunk, one row per entry of `index_entries` in order."""
         self._follow_other_writers()
-        ids = list(dict.fromkeys(chunk_ids))
+        ids = [entry.vector_id for chunk in chunks.values()
+               for entry in index_entries(index, chunk, sentence_units(chunk.text, chunk.section))]
         if not ids:
             return {}
-        found = self._read_vectors(index, lambda vectors: vectors.collection.get(
-            where={"chunk_id": {"$in": ids}}, include=["embeddings"]))
+        found = self._read_vectors(index, lambda vectors: vectors.collection.get(ids=ids, include=["embeddings"]))
         rows: dict[str, list[tuple[int, np.ndarray]]] = {}
         for unit_id, embedding in zip(found["ids"], found["embeddings"]):
             chunk_id, _, number = unit_id.rpartition(":")
@@ -392,14 +399,28 @@ class Store:
         return {cid: np.stack([v for _, v in sorted(units, key=lambda u: u[0])]) for cid, units in rows.items()}
 
     def lexical_search(self, tokens: list[str], n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
+        documents = self._documents_passing(filters)
+        if documents == []:
+            return []
         index = self.lexical()
-        mask = None
-        if filters:
-            mask = index.mask(filters.doc_ids, filters.language, date_number(filters.published_from),
-                              date_number(filters.published_to))
-        hits = index.search(tokens, n, mask)
+        hits = index.search(tokens, n, None if documents is None else index.mask(documents))
         committed = self.chunks(cid for cid, _ in hits)
         return [(cid, score) for cid, score in hits if cid in committed]
+
+    def _documents_passing(self, filters: Filters | None) -> list[str] | None:
+        """The doc_ids that pass `filters`; None when none is filtered out. Filters are resolved here, per
+        document, so a vector carries only the metadata its writes need: each key costs insert time."""
+        if not filters:
+            return None
+        start, end = date_number(filters.published_from), date_number(filters.published_to)
+        named = set(filters.doc_ids)
+        with self.catalog.snapshot() as db:
+            rows = db.execute("SELECT doc_id, language, published FROM documents").fetchall()
+        passing = [doc_id for doc_id, language, published in rows
+                   if (not named or doc_id in named) and (not filters.language or language == filters.language)
+                   and (not start or date_number(published) >= start)
+                   and (not end or 0 < date_number(published) <= end)]
+        return None if len(passing) == len(rows) else passing
 
     def _read_vectors(self, index: str, read):
         """Run `read` on a vector index. A read that meets a delete in flight fails inside chromadb with
@@ -458,7 +479,7 @@ class Store:
                 for chunk, units in zip(p.chunks, p.units):
                     entry_ids = [entry.vector_id for entry in index_entries(key, chunk, units)]
                     ids.extend(entry_ids)
-                    metadatas.extend([_chunk_metadata(chunk)] * len(entry_ids))
+                    metadatas.extend([_vector_metadata(chunk)] * len(entry_ids))
                 vectors.append(p.vectors[key])
             if ids:
                 _guard_server(self.settings, lambda: index.add(ids, np.concatenate(vectors), metadatas, self._batch))
@@ -568,10 +589,9 @@ class Store:
         with self.catalog.snapshot() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
             rows = db.execute(
-                "SELECT c.chunk_id, c.lex_tokens, c.doc_id, d.language, d.published FROM chunks c "
-                "JOIN documents d USING (doc_id) ORDER BY c.doc_id, c.idx"
+                "SELECT chunk_id, lex_tokens, doc_id FROM chunks ORDER BY doc_id, idx"
             ).fetchall()
-        entries = [LexicalEntry(cid, tokens.split(), doc_id, lang, date_number(pub)) for cid, tokens, doc_id, lang, pub in rows]
+        entries = [LexicalEntry(cid, tokens.split(), doc_id) for cid, tokens, doc_id in rows]
         return LexicalIndex.build(entries, generation)
 
 
@@ -611,31 +631,10 @@ def lexical_tokens(chunk: Chunk, document: Document | None = None) -> list[str]:
     return tokenize(about + chunk.indexed_text)
 
 
-def _chunk_metadata(chunk: Chunk) -> dict:
-    return {
-        "chunk_id": chunk.chunk_id,
-        "doc_id": chunk.doc_id,
-        "version": chunk.doc_sha256,
-        "language": chunk.language,
-        "published": date_number(chunk.published),
-        "cjk": has_cjk(chunk.text),
-    }
+def _vector_metadata(chunk: Chunk) -> dict:
+    """What a vector's writes need: its document for filters and both its document and version for deletes."""
+    return {"doc_id": chunk.doc_id, "version": chunk.doc_sha256}
 
-
-def _chroma_where(filters: Filters | None) -> dict | None:
-    if not filters:
-        return None
-    clauses: list[dict] = []
-    if filters.doc_ids:
-        clauses.append({"doc_id": {"$in": list(filters.doc_ids)}})
-    if filters.language:
-        clauses.append({"language": filters.language})
-    if filters.published_from:
-        clauses.append({"published": {"$gte": date_number(filters.published_from)}})
-    if filters.published_to:
-        clauses.append({"published": {"$lte": date_number(filters.published_to)}})
-        clauses.append({"published": {"$gt": 0}})
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 def _chroma_client(settings):

@@ -137,6 +137,10 @@ def test_filters_by_language_and_date(seeded):
     later = ask(seeded, "How many industrial datasets are to be built by 2027?",
                 filters=Filters(published_from="2026-02-01"))
     assert {r.chunk.doc_id for r in later.retrieved} == {BLUEPRINT}
+    earlier = ask(seeded, "How many industrial datasets are to be built by 2027?",
+                  filters=Filters(language="en", published_to="2026-01-31"))
+    assert {r.chunk.doc_id for r in earlier.retrieved} == {GMT}
+    assert {"dense", "lexical"} <= {name for r in earlier.retrieved for name in r.ranks}
 
 
 def test_follow_up_question_uses_the_history(seeded):
