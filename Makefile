@@ -48,7 +48,8 @@ eval-peers: setup
 	$(BIN)/rag eval --golden $(OBLIQA)/golden.jsonl --corpus $(OBLIQA)/corpus --store data/obliqa-store --k 10 \
 		--peers --report-dir eval/reports/peers-obliqa
 
-# The 100 k-chunk step of the scale benchmark embeds about 505,000 texts: about 45 minutes per engine on 2 cores.
+# The scale benchmark embeds about 565,000 texts per engine and bare-encodes about a third of them again: about an hour per
+# engine on 2 cores.
 SCALE_SIZES ?= 10000,100000
 SCALE_ENGINES ?= embedded,server
 

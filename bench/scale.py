@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 OBLIQA = ROOT.parent / "shared" / "obliqa-dev"
 RESULTS = ROOT / "bench" / "results"
-# Bare-encoded groups per step: all of a 10 k step (21), about an eighth of a 100 k one (182; about 4 minutes).
+# Bare-encoded groups per step: all of a 10 k step (12 groups), a fraction of a 100 k one (about 19 s a group).
 SAMPLE_GROUPS = 24
 
 
