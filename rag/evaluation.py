@@ -259,6 +259,17 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     return thresholds
 
 
+def parse_set_thresholds(items: list[str], set_names: list[str]) -> dict[str, dict[str, float]]:
+    """`SET:METRIC=VALUE` items of a suite run, by set name."""
+    by_set: dict[str, list[str]] = {}
+    for item in items:
+        name, colon, threshold = item.partition(":")
+        if not colon or name not in set_names:
+            raise RagError(f"--fail-under {item!r}: with --suite, write SET:METRIC=VALUE with SET one of {', '.join(set_names)}")
+        by_set.setdefault(name, []).append(threshold)
+    return {name: parse_thresholds(found) for name, found in by_set.items()}
+
+
 def compare(summary: dict, old: dict) -> list[tuple[str, float | None, float | None, float | None, bool | None]]:
     """(metric, new, old, change, better?) for each metric."""
     changes = []

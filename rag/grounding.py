@@ -28,6 +28,23 @@ def fold(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+def _spelling(word: str) -> str:
+    """One spelling for a word's variants: British -ise/-isation as -ize/-ization, plurals as singular."""
+    word = re.sub(r"is(e|ed|es|ing|ation|ations|er|ers)$", r"iz\1", word)
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def spelling_key(text: str) -> str:
+    """The comparison form for names: folded, words in one spelling ("Authorised Persons" = "authorized person"),
+    padded with spaces so that a key found inside another matches whole words only."""
+    text = re.sub(r"\((?:e?s)\)", "", fold(text))  # "Person(s)"
+    return " " + " ".join(_spelling(w) for w in re.findall(r"[^\W_]+", text)) + " "
+
+
 def numbers_in(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(unicodedata.normalize("NFKC", text))}
 

@@ -16,15 +16,32 @@ _INTERROGATIVES = frozenset(
     "what which who whom whose when where why how many much list name tell give describe explain "
     "according say says said does do did".split()
 )
-# Words every question about these documents uses: no help in finding the answer, but kept in follow-ups.
-_QUESTION_WORDS = _INTERROGATIVES | frozenset("document documents plan policy opinions blueprint article".split())
-# Pronouns and openers that mark a follow-up leaning on the previous question.
+# Words any question about a document may use: no help in finding the answer, but kept in follow-ups.
+_QUESTION_WORDS = _INTERROGATIVES | frozenset("document documents text plan policy article says state states".split())
+# A follow-up leans on the previous question: it opens with "and"/"what about", or a pronoun or "the same" stands
+# for something named before. Anything else is asked as it stands.
 _FOLLOW_UP = re.compile(
-    r"^(and|also|what about|how about|and what|and how|what of)\b|\b(it|its|they|them|their|this|that|these|those|"
-    r"he|she|his|her)\b|^(它|其|该|这|那|那么|还有)", re.IGNORECASE)
+    r"^(and|also|what about|how about|and what|and how|what of|same for|then)\b|\b(it|its|they|them|their|"
+    r"he|she|his|her|him|this one|that one|the same|these|those)\b|^(它|其|该|这|那|那么|还有|同样)", re.IGNORECASE)
+# "this"/"that" followed by a noun ("this plan") still names its subject; alone ("what does this mean?") it leans back.
+_BARE_DEMONSTRATIVE = re.compile(r"\b(this|that)\s*(\?|$|\b(?:is|was|mean|means|cover|covers|say|says|include|includes)\b)",
+                                 re.IGNORECASE)
 
-TYPES = ("numeric", "date", "who", "list", "other")
+TYPES = ("numeric", "date", "who", "list", "definition", "condition", "summary", "other")
 _TYPE_PATTERNS = [
+    # "When must X notify ..." asks for the circumstances, not a date: checked before the date pattern.
+    ("condition", re.compile(r"\bin (what|which) (circumstances?|cases?|situations?)\b|\bunder (what|which) "
+                             r"(conditions?|circumstances?)\b|\bwhen (must|should|shall|may|can|could|would)\b(?!.*"
+                             r"\b(date|year|month|deadline|by when)\b)|\bwhen (is|are) .{0,60}\b(required|obliged|"
+                             r"permitted|allowed|expected)\b|\bwhat (conditions|circumstances|requirements) "
+                             r"(must|should|apply|are)\b|\bif (a|an|the)\b.*\bwhat\b|在什么情况下|什么条件", re.IGNORECASE)),
+    ("summary", re.compile(r"\bsummar(y|ise|ize|ising|izing)\b|\b(give|provide) (me )?an? overview\b|\bmain points\b|"
+                           r"\bin (brief|a nutshell)\b|\bwhat is (this|the) (document|plan|policy|article|text|report) "
+                           r"about\b|\bkey takeaways\b|概括|总结|概述|主要内容", re.IGNORECASE)),
+    ("definition", re.compile(r"^\s*(what is|what's|what are)\s+(an? |the term |meant by )?(?!the\b)[\w\"'“”‘’()\- ]{2,60}\??$|"
+                              r"^\s*define\b|\bwhat does [\w\"'“”‘’()\- ]{2,60} (mean|stand for|refer to)\b|"
+                              r"\b(meaning|definition) of\b|\bwhat is meant by\b|^什么是|是什么意思|的定义|指的是什么|是指什么",
+                              re.IGNORECASE)),
     ("numeric", re.compile(r"\bhow (many|much)\b|\bwhat (number|percentage|share|proportion|amount)\b|\bhow large\b|"
                            r"\bin percent\b|多少|几个|几家|几项|比例|百分之", re.IGNORECASE)),
     ("date", re.compile(r"\bwhen\b|\bwhat (date|day|year|time)\b|\bwhich (date|day|year)\b|\bby what (date|year)\b|"
@@ -105,6 +122,8 @@ def content_terms(text: str) -> list[str]:
 
 def required_terms(text: str) -> list[str]:
     """Numbers (years, figures) and capitalised names inside the question: without them a passage is off topic."""
+    if has_cjk(text):
+        return []
     found = [n.rstrip(".,") for n in _NUMBER.findall(text)]
     for match in re.finditer(r"(?<![.?!]\s)(?<!^)\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)+)\b", text):
         words = match.group(1).split()
@@ -122,14 +141,20 @@ def _counted_phrase(text: str) -> list[str]:
     return tokenize(match.group(1)) if match else []
 
 
+def needs_context(question: str) -> bool:
+    """A question that cannot stand alone: it leans on an earlier one (pronoun, "and ...", "what about ..."),
+    or names nothing of its own ("and by 2030?")."""
+    leans_back = _FOLLOW_UP.search(question) or _BARE_DEMONSTRATIVE.search(question)
+    return bool(leans_back) or not content_terms(question)
+
+
 def rewrite_follow_up(question: str, history: tuple[str, ...]) -> str:
-    """Without an LLM: carry the previous question's key terms into a short or pronoun-led follow-up."""
-    if not history:
+    """Without an LLM: carry the previous question's key terms into a follow-up that cannot stand alone; a
+    question that stands alone is asked as it is."""
+    if not history or not needs_context(question):
         return question
     previous = history[-1]
     own_terms = content_terms(question)
-    if len(own_terms) > 4 and not _FOLLOW_UP.search(question):
-        return question
     carried = [w for w in re.findall(r"[\w-]+", previous)
                if w.lower() not in _INTERROGATIVES and w.lower() not in STOP_WORDS and not _FOLLOW_UP.fullmatch(w)
                and tokenize(w) and tokenize(w)[0] not in own_terms]

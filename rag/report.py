@@ -120,3 +120,42 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}
 <h2>Failures ({len(failures(run))})</h2>
 <table><tr><th>id</th><th>question</th><th>expected</th><th>answer</th><th>hit rank</th><th>retrieved (top 3)</th></tr>{failure_rows}</table>
 <h2>Settings</h2><pre>{e(json.dumps(run.settings, indent=1, ensure_ascii=False))}</pre></body></html>"""
+
+
+SUITE_COLUMNS = (("retrieval_hit_rate", "hit"), ("retrieval_mrr", "MRR"), ("context_recall", "ctx recall"),
+                 ("answer_fact_recall", "fact recall"), ("citation_precision", "cit. precision"),
+                 ("abstention_recall", "abst. recall"), ("false_abstention_rate", "false abst."))
+
+
+def _with_interval(system: dict, metric: str) -> str:
+    value = system["summary"].get(metric)
+    interval = system["intervals"].get(metric)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else f"{value:.3f}"
+
+
+def suite_markdown(result: dict) -> str:
+    """A table per set: every system's metrics with their 95 % bootstrap intervals, answer length, latency."""
+    lines = ["# Suite of yardsticks", ""]
+    for chosen in result["sets"]:
+        lines += [f"## {chosen['name']}: {chosen['questions']} questions, k = {chosen['k']}"
+                  + (" (half the corpus ingested)" if chosen["half"] else ""), "",
+                  "| system | " + " | ".join(label for _, label in SUITE_COLUMNS) + " | words | p50 / p95 ms |",
+                  "| --- | " + " | ".join("---" for _ in SUITE_COLUMNS) + " | --- | --- |"]
+        for name, system in chosen["systems"].items():
+            summary = system["summary"]
+            latency = (f"{summary['latency_p50_ms']} / {summary['latency_p95_ms']}"
+                       if name == "this project" else "-")
+            lines.append(f"| {name} | " + " | ".join(_with_interval(system, m) for m, _ in SUITE_COLUMNS)
+                         + f" | {system['mean_words'] if system['mean_words'] is not None else '-'} | {latency} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_suite_report(result: dict, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "suite.json", "md": folder / "suite.md"}
+    paths["json"].write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    paths["md"].write_text(suite_markdown(result), encoding="utf-8")
+    return paths

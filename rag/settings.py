@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     llm_model: str | None = Field(None, description="provider:model for LangChain's init_chat_model, e.g. openai:gpt-4o-mini.")
     llm_base_url: str | None = None
     llm_timeout_s: float = Field(60, gt=0)
-    abstain_threshold: float = Field(0.22, description="Minimum best-sentence support; below it the answer abstains (README: Abstention).")
+    abstain_threshold: float | None = Field(
+        None, ge=0, le=1, description="Minimum probability that the best sentence answers; unset = the selection "
+                                      "model's calibrated value (README: Abstention).")
     unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported sentences.")
     max_question_chars: int = Field(2000, ge=10)
     debug_crash_at: str | None = Field(None, description="Crash tests only: SIGKILL this process at the named write step.")

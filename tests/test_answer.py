@@ -90,7 +90,7 @@ def test_list_of_bullets_is_quoted_as_a_block(seeded):
     ("How many humanoid robots are to be deployed in factories by 2027?", "give no number"),
     ("How much money, in yuan, is in the National Artificial Intelligence Industry Investment Fund?", "currency"),
     ("What targets has the United States set in its own AI manufacturing plan for 2027?", "United States"),
-    ("How do I bake sourdough bread?", "weakly"),
+    ("How do I bake sourdough bread?", "likely to answer"),
 ])
 def test_absent_topics_abstain_and_show_related_passages(seeded, question, reason):
     result = ask(seeded, question)

@@ -1,6 +1,8 @@
 """The output check: a sentence is supported only if its passage has its figures, names and most words."""
 
-from rag.grounding import fold, unsupported_reason
+import pytest
+
+from rag.grounding import fold, spelling_key, unsupported_reason
 
 PASSAGE = ("By 2027, the plan seeks to create 100 high‑quality industrial datasets and scale 500 representative "
            "application scenarios, led by the Ministry of Industry and Information Technology.")
@@ -27,3 +29,16 @@ def test_mostly_other_words():
 
 def test_folding():
     assert fold("High‑Quality  “Datasets” — ok") == 'high-quality "datasets" - ok'
+
+
+@pytest.mark.parametrize("asked, written", [
+    ("Authorized Person(s)", "the Authorised Persons of a firm"),
+    ("fund managers", "A Fund Manager must"),
+    ("Categories", "each category"),
+])
+def test_a_name_matches_its_spelling_variants_plurals_and_case(asked, written):
+    assert spelling_key(asked) in spelling_key(written)
+
+
+def test_a_name_matches_whole_words_only():
+    assert spelling_key("art") not in spelling_key("the party started")

@@ -15,6 +15,14 @@ from rag.questions import analyse, normalise, rewrite_follow_up
     ("What are the four pillars?", "list"),
     ("到2027年要建设多少个数据集？", "numeric"),
     ("Explain the Model-Data Resonance initiative.", "other"),
+    ("What is pilot-scale verification?", "definition"),
+    ("What does CDO stand for?", "definition"),
+    ("What is the goal of the plan?", "other"),
+    ("When must an Authorised Person notify the Regulator?", "condition"),
+    ("In what circumstances may a Fund Manager delegate its functions?", "condition"),
+    ("When is the deadline for the first report?", "date"),
+    ("Summarise the plan", "summary"),
+    ("什么是试点验证？", "definition"),
 ])
 def test_answer_type(question, kind):
     assert analyse(question).kind == kind
@@ -28,12 +36,26 @@ def test_counted_noun_and_its_qualifiers():
 
 def test_required_terms_are_figures_and_names():
     assert analyse("What targets has the United States set for 2030?").required == ("2030", "United States")
+    assert analyse("美国为2030年设定了什么目标？").required == ()  # Chinese questions name English text otherwise
 
 
 def test_normalisation_strips_controls_and_direction_marks():
     assert normalise("How\x00 many\u202e datasets\u200b?\tnow", 100) == "How many datasets ? now"
     with pytest.raises(QuestionError, match="empty"):
         normalise(" \x07 ?? ", 100)
+
+
+def test_a_question_that_stands_alone_is_asked_as_it_is_after_another():
+    previous = ("How many industrial datasets are to be built by 2027?",)
+    assert rewrite_follow_up("What must SMEs do?", previous) == "What must SMEs do?"
+    assert rewrite_follow_up("What is pilot-scale verification?", previous) == "What is pilot-scale verification?"
+
+
+@pytest.mark.parametrize("question", ["What about SMEs?", "And by 2030?", "What does this mean?", "Who issued it?",
+                                      "What are their targets?"])
+def test_a_question_that_leans_on_the_previous_one_is_rewritten(question):
+    rewritten = rewrite_follow_up(question, ("What is the Model-Data Resonance initiative?",))
+    assert rewritten != question and "Model-Data Resonance" in rewritten
 
 
 def test_follow_ups_carry_the_previous_key_terms():

@@ -1,0 +1,245 @@
+"""Fit the sentence selection model (rag/selection.json) on labelled sentences of the dev sets: `make fit`.
+
+Labels: a candidate sentence of a question's retrieved passages is positive when it is (part of) the question's
+evidence: the golden set's evidence quotes, xquad-dev's answer sentence (English and Chinese questions alike),
+obliqa-dev's gold passages. Folds are held out by document (an xquad article's English and Chinese questions
+fall in the same fold), never by question. Reported, held out: top-1 precision per set, an ablation of every
+feature, the abstention curve (false abstention on answerable questions against abstention on unanswerable
+ones: the golden set's, and xquad-dev questions asked of a store holding the other half of its articles), and
+the trade of fact recall against answer length for the share a second sentence needs.
+
+Usage: python bench/fit_selection.py [--store-root data/fit] [--out rag/selection.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rag.answer import _candidates, candidate_features  # noqa: E402
+from rag.embedding import embedders  # noqa: E402
+from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
+from rag.grounding import fold  # noqa: E402
+from rag.ingest import ingest  # noqa: E402
+from rag.questions import analyse  # noqa: E402
+from rag.retrieval import search  # noqa: E402
+from rag.selection import FEATURES, SelectionModel  # noqa: E402
+from rag.settings import load_settings  # noqa: E402
+from rag.store import Store  # noqa: E402
+from rag.suite import _half_corpus, _store_dir  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+SETS = {  # name: (golden, corpus, k, group prefix: sets over one corpus share their documents' folds)
+    "golden": (ROOT / "eval/golden.jsonl", ROOT / "corpus", 5, "seed"),
+    "obliqa-dev": (SHARED / "obliqa-dev/golden.jsonl", SHARED / "obliqa-dev/corpus", 10, "obliqa"),
+    "xquad-dev-en": (SHARED / "xquad-dev/golden-en.jsonl", SHARED / "xquad-dev/corpus", 5, "xquad"),
+    "xquad-dev-zh": (SHARED / "xquad-dev/golden-zh.jsonl", SHARED / "xquad-dev/corpus", 5, "xquad"),
+}
+FOLDS = 5
+MAX_FALSE_ABSTENTION = 0.03
+
+
+@dataclass
+class Asked:
+    set_name: str
+    group: str
+    answerable: bool
+    key_facts: tuple[str, ...]
+    texts: list[str]  # candidate texts, in the order of the rows
+    rows: np.ndarray
+    labels: np.ndarray
+    kind: str
+
+
+def _positive(text: str, evidence: tuple[str, ...]) -> bool:
+    folded = fold(text)
+    return any(folded in fold(e) or covers(text, e) for e in evidence)
+
+
+def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_root: Path, settings,
+            half: bool = False) -> list[Asked]:
+    if half:
+        corpus = _half_corpus(corpus, store_root / "xquad-dev-en-half-corpus")
+    set_settings = settings.model_copy(update={"data_dir": _store_dir(store_root, corpus)})
+    store = Store.open(set_settings, embedders(set_settings))
+    try:
+        ingest([corpus], set_settings, store)
+        documents = {d.doc_id: fold(store.document_text(d.doc_id) or "") for d in store.documents()}
+        texts = "\n".join(documents.values())
+        questions, problems = load_golden(golden)
+        assert not problems, problems[:3]
+        found = []
+        for question in questions:
+            answerable = question.answerable and all(fold(e) in texts for e in question.evidence)
+            if half and answerable:
+                continue  # the half store only asks what it cannot answer
+            asked = analyse(question.question)
+            passages = search(store, set_settings, asked.standalone, k=k).passages
+            kept, rows = candidate_features(asked, _candidates(passages, asked.kind == "list"), store)
+            labels = np.array([answerable and _positive(c.text, question.evidence) for c in kept], dtype=bool)
+            # The fold is the evidence's document (a question of the other half: the article its id names in tags).
+            evidence = fold(question.evidence[0]) if question.evidence else None
+            doc = next((d for d, text in documents.items() if evidence and evidence in text), None)
+            doc = doc or next((t for t in question.tags[1:2] if half), None)
+            doc = doc or (kept[0].passage.chunk.doc_id if kept else question.id)
+            found.append(Asked(name, f"{prefix}:{doc}", answerable, question.key_facts, [c.text for c in kept], rows,
+                               labels, asked.kind))
+        return found
+    finally:
+        store.close()
+
+
+def fit(rows: np.ndarray, labels: np.ndarray, drop: tuple[int, ...] = ()):
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = rows.mean(axis=0), rows.std(axis=0)
+    scale[scale == 0] = 1.0
+    keep = [n for n in range(rows.shape[1]) if n not in drop]
+    model = LogisticRegression(C=1.0, max_iter=2000)
+    model.fit(((rows - mean) / scale)[:, keep], labels)
+    weights = np.zeros(rows.shape[1])
+    weights[keep] = model.coef_[0]
+    return SelectionModel(weights, float(model.intercept_[0]), mean, scale, 0.0, {})
+
+
+def held_out(asked: list[Asked], drop: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Each question's candidate probabilities from a model fitted without its document's fold."""
+    groups = sorted({a.group for a in asked})
+    fold_of = {g: n % FOLDS for n, g in enumerate(groups)}  # round robin over the sorted documents
+    predictions: list[np.ndarray] = [np.zeros(0)] * len(asked)
+    for part in range(FOLDS):
+        train = [a for a in asked if fold_of[a.group] != part and len(a.rows)]
+        model = fit(np.concatenate([a.rows for a in train]), np.concatenate([a.labels for a in train]), drop)
+        for n, a in enumerate(asked):
+            if fold_of[a.group] == part:
+                predictions[n] = model.probability(a.rows)
+    return predictions
+
+
+def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str) -> float:
+    chosen = [a.labels[int(np.argmax(p))] if len(p) else False
+              for a, p in zip(asked, predictions) if a.set_name == set_name and a.answerable]
+    return round(float(np.mean(chosen)), 4) if chosen else float("nan")
+
+
+def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int) -> list[str]:
+    order = np.argsort(-probabilities)
+    chosen = [order[0]]
+    for n in order[1:limit]:
+        if probabilities[n] >= keep * probabilities[order[0]]:
+            chosen.append(n)
+    return [texts[n] for n in chosen]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store-root", type=Path, default=ROOT / "data" / "fit")
+    parser.add_argument("--out", type=Path, default=ROOT / "rag" / "selection.json")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "fit_selection.json")
+    args = parser.parse_args()
+    settings = load_settings()
+    asked: list[Asked] = []
+    for name, (golden, corpus, k, prefix) in SETS.items():
+        asked += collect(name, golden, corpus, k, prefix, args.store_root, settings)
+        print(f"{name}: {sum(1 for a in asked if a.set_name == name)} questions", flush=True)
+    golden, corpus, k, prefix = SETS["xquad-dev-en"]
+    asked += collect("xquad-dev-en-half", golden, corpus, k, prefix, args.store_root, settings, half=True)
+    training = [a for a in asked if a.answerable and len(a.rows)]
+    sets = [name for name in SETS]
+    predictions = held_out(asked)
+    results: dict = {"top1": {name: top1(asked, predictions, name) for name in sets}}
+    similarity = FEATURES.index("similarity")
+    results["top1_similarity_only"] = {
+        name: round(float(np.mean([a.labels[int(np.argmax(a.rows[:, similarity]))] for a in asked
+                                   if a.set_name == name and a.answerable and len(a.rows)] or [0])), 4)
+        for name in sets}
+    print("held-out top-1:", results["top1"], "similarity alone:", results["top1_similarity_only"], flush=True)
+    results["ablation"] = {}
+    for n, feature in enumerate(FEATURES):
+        if feature.startswith("kind_"):
+            continue
+        dropped = held_out(asked, drop=(n,))
+        results["ablation"][feature] = {name: round(top1(asked, dropped, name) - results["top1"][name], 4) for name in sets}
+        print(f"without {feature}: {results['ablation'][feature]}", flush=True)
+
+    # Abstention: the best candidate's held-out probability, answerable against unanswerable questions.
+    best = np.array([p.max() if len(p) else 0.0 for p in predictions])
+    answerable = np.array([a.answerable for a in asked])
+    curve = []
+    for threshold in np.round(np.arange(0.0, 0.61, 0.01), 2):
+        point = {"threshold": float(threshold)}
+        for name in sets + ["xquad-dev-en-half"]:
+            mask = np.array([a.set_name == name for a in asked])
+            if (mask & answerable).any():
+                point[f"{name}:false_abstention"] = round(float((best[mask & answerable] < threshold).mean()), 4)
+            if (mask & ~answerable).any():
+                point[f"{name}:abstention_recall"] = round(float((best[mask & ~answerable] < threshold).mean()), 4)
+        curve.append(point)
+    results["abstention_curve"] = curve
+    allowed = [p for p in curve if all(v <= MAX_FALSE_ABSTENTION for key, v in p.items() if key.endswith("false_abstention"))]
+    chosen = max(allowed, key=lambda p: p["threshold"]) if allowed else curve[0]
+    results["abstain_below"] = chosen
+    print("abstention point:", chosen, flush=True)
+
+    # What a second sentence buys: held-out fact recall and words for the share of the best one it needs.
+    trade = []
+    for keep in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01):
+        point = {"keep": keep}
+        for name in ("golden", "xquad-dev-en", "xquad-dev-zh"):
+            recalls, words = [], []
+            for a, p in zip(asked, predictions):
+                if a.set_name != name or not a.answerable or not a.key_facts or not len(p):
+                    continue
+                text = " ".join(compose(a.texts, p, keep, 4 if a.kind in ("list", "summary") else 2))
+                recalls.append(np.mean([fact_found(f, text) for f in a.key_facts]))
+                words.append(len(text.split()))
+            point[name] = {"fact_recall_of_answered": round(float(np.mean(recalls)), 4),
+                           "words": round(float(np.mean(words)), 1)}
+        trade.append(point)
+        print("keep", keep, {k: v for k, v in point.items() if k != "keep"}, flush=True)
+    results["second_sentence_trade"] = trade
+
+    model = fit(np.concatenate([a.rows for a in training]), np.concatenate([a.labels for a in training]))
+    fitted_on = {name: sum(1 for a in training if a.set_name == name) for name in sets}
+    final = SelectionModel(model.weights, model.bias, model.mean, model.scale, chosen["threshold"],
+                           {"questions": fitted_on, "sentences": int(sum(len(a.rows) for a in training)),
+                            "script": "bench/fit_selection.py"})
+    args.out.write_text(json.dumps(final.to_json(), indent=1) + "\n", encoding="utf-8")
+    results["weights"] = dict(zip(FEATURES, final.weights.round(4).tolist()))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    _plot(curve, args.results.with_name("abstention_curve.png"), chosen["threshold"])
+    print(f"wrote {args.out} and {args.results}")
+
+
+def _plot(curve: list[dict], path: Path, chosen: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for recall_set, false_set in (("golden", "golden"), ("xquad-dev-en-half", "xquad-dev-en")):
+        xs = [p.get(f"{false_set}:false_abstention") for p in curve]
+        ys = [p.get(f"{recall_set}:abstention_recall") for p in curve]
+        axis.plot(xs, ys, marker=".", label=f"{recall_set} unanswerable vs {false_set} answerable")
+    axis.axvline(MAX_FALSE_ABSTENTION, color="grey", linestyle=":")
+    axis.set_xlabel("false abstention (answerable questions)")
+    axis.set_ylabel("abstention recall (unanswerable)")
+    axis.set_title(f"Abstention by the model's probability alone (chosen: below {chosen:.2f})")
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
