@@ -80,3 +80,23 @@ def test_a_chinese_questions_multilingual_run_is_ordered_by_each_chunks_best_sen
     assert vectors.shape == (len(sentence_units(chunks[by_chunk[0][0]].text, chunks[by_chunk[0][0]].section)), use.dim)
     assert sentence_vectors(store, MULTILINGUAL_INDEX, chunks)[by_chunk[0][0]] is vectors  # embedded once, then cached
     store.close()
+
+
+def test_fusion_weighs_each_list_by_the_passages_language_and_drops_copies():
+    from rag.documents import Chunk
+    from rag.retrieval import Fusion, fuse
+
+    settings = make_settings("unused")
+    english = Fusion.from_settings(settings, cjk_question=False)
+    chinese = Fusion.from_settings(settings, cjk_question=True)
+    en_chunk = Chunk("a#1", "a", "Robots in factories.", 0, 0, 20)
+    zh_chunk = Chunk("b#1", "b", "工厂里的机器人。", 0, 0, 8, language="zh")
+    copy = Chunk("c#1", "c", "Robots in factories.", 0, 0, 20)
+    assert english.weight("dense", en_chunk) == 1.0 and english.weight("dense", zh_chunk) == 0.5
+    assert english.weight("lexical", zh_chunk) == 1.0
+    assert chinese.weight("lexical", en_chunk) == 0.3 and chinese.weight("lexical", zh_chunk) == 1.0
+    chunks = {c.chunk_id: c for c in (en_chunk, zh_chunk, copy)}
+    runs = {"lexical": [("a#1", 0.0), ("b#1", 0.0), ("c#1", 0.0)], "dense": [("b#1", 0.0)]}
+    passages = fuse(runs, chunks, chinese.weight, chinese.rrf_k, 5)
+    assert [p.chunk.chunk_id for p in passages] == ["b#1", "a#1"]  # the copy of a#1 appears once
+    assert passages[0].ranks == {"lexical": 2, "dense": 1}
