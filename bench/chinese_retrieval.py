@@ -27,15 +27,17 @@ from rag.documents import Chunk  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, load_golden  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
-from rag.retrieval import RETRIEVERS, Fusion, fuse, retriever_runs, search  # noqa: E402
+from rag.retrieval import RETRIEVERS, Fusion, fuse, retriever_runs, search, translated_runs  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
 from rag.store import Store  # noqa: E402
+from rag.translation import GLOSSES_PER_WORD, translate  # noqa: E402
 
 XQUAD = ROOT.parent / "shared" / "xquad-dev"
 CACHE = ROOT / "data" / "bench" / "chinese_runs.json"
 RESULTS = ROOT / "bench" / "results" / "chinese_retrieval.json"
 CHECKED_AGAINST_SEARCH = 40  # questions per set whose cached fusion must equal search() exactly
 DEPTH = 10
+OTHER_GLOSS_COUNTS = [g for g in (1, 3) if g != GLOSSES_PER_WORD]  # glosses per word beside the default
 
 
 def question_sets() -> list[tuple[str, Path, list]]:
@@ -64,6 +66,10 @@ def collect(models_dir: Path) -> dict:
             records, chunks = [], {}
             for question in questions:
                 runs, _ = retriever_runs(store, question.question, settings.candidates, None, set(RETRIEVERS))
+                for glosses in OTHER_GLOSS_COUNTS:
+                    english = translate(question.question, glosses)
+                    for retriever, run in translated_runs(store, english, settings.candidates, None, set(RETRIEVERS)).items():
+                        runs[f"{retriever}@{glosses}"] = run
                 named = store.chunks(cid for run in runs.values() for cid, _ in run)
                 chunks.update({cid: asdict(chunk) for cid, chunk in named.items()})
                 records.append({
@@ -120,12 +126,26 @@ def scores(records: list[dict], chunks: dict[str, Chunk], fusion: "Fusion") -> d
             "questions": len(records)}
 
 
+def chinese(weights: dict[str, float], rrf_k: int) -> "Fusion":
+    """A Chinese question's fusion with the same weights for passages in any language."""
+    return Fusion(weights, weights, rrf_k, True)
+
+
 def variants(settings) -> dict[str, "Fusion"]:
     current = Fusion.from_settings(settings, cjk_question=True)
-    return {
-        "current fusion": current,
-        "multilingual alone": Fusion({"multilingual": 1.0}, {"multilingual": 1.0}, current.rrf_k, True),
-    }
+    rrf_k = current.rrf_k
+    table = {"current fusion": current, "multilingual alone": chinese({"multilingual": 1.0}, rrf_k)}
+    for suffix in ["", *(f"@{g}" for g in OTHER_GLOSS_COUNTS)]:
+        glosses = suffix[1:] or GLOSSES_PER_WORD
+        for retriever in ("translated_lexical", "translated_dense"):
+            table[f"{retriever} alone ({glosses} glosses)"] = chinese({retriever + suffix: 1.0}, rrf_k)
+        for weight in (0.3, 0.5, 1.0):
+            for retriever in ("translated_lexical", "translated_dense"):
+                table[f"multilingual + {weight} {retriever} ({glosses} glosses)"] = chinese(
+                    {"multilingual": 1.0, retriever + suffix: weight}, rrf_k)
+            table[f"multilingual + {weight} both translated ({glosses} glosses)"] = chinese(
+                {"multilingual": 1.0, "translated_lexical" + suffix: weight, "translated_dense" + suffix: weight}, rrf_k)
+    return table
 
 
 def load_cache(models_dir: Path | None = None, refresh: bool = False) -> dict:
