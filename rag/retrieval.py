@@ -1,8 +1,9 @@
 """Hybrid retrieval: dense (main model), dense (multilingual model) and BM25, fused by weighted reciprocal rank.
 
-The lexical side is weighed by language: BM25 tokens of a Chinese question say little about English passages
-(only numbers and Latin words carry over), so those hits count less; the multilingual index carries the
-cross-language match instead.
+Each list is weighed by the passage's language against the question's. A Chinese question reaches English
+passages through the multilingual index and through its dictionary translation (rag.translation) asked of BM25
+and of the main model; its own BM25 tokens say little about English text (only numbers and Latin words carry
+over). Those weights are fitted on data (settings RAG_ZH_*); an English question's are as they were set by hand.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -22,8 +23,8 @@ from rag.lexical import has_cjk, tokenize
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 from rag.translation import translate
 
-# A Chinese question's BM25 hits in English text and the English model's view of Chinese: heard, but quietly.
-CROSS_LANGUAGE_LEXICAL = 0.3
+# The English model's view of Chinese passages for an English question: heard, but quietly. (A Chinese question's
+# weights for English passages are fitted: settings RAG_ZH_*.)
 CROSS_LANGUAGE_DENSE = 0.5
 # The multilingual index holds a vector per chunk, which blurs a chunk of several targets: its best chunks are
 # ranked again by their best sentence, embedded here (golden Chinese questions, k = 5: hit rate 0.909 -> 1.000,
@@ -76,13 +77,19 @@ class Fusion:
 
     @classmethod
     def from_settings(cls, settings, cjk_question: bool, overrides: dict[str, float | None] | None = None) -> "Fusion":
+        """The settings' fusion; an override replaces a retriever's weight in the question's language, and an
+        override of 0 turns that retriever off altogether (for a Chinese question, its translated twin too)."""
+        overrides = {name: weight for name, weight in (overrides or {}).items() if weight is not None}
         same = {"dense": settings.dense_weight, "lexical": settings.lexical_weight,
-                "multilingual": settings.multilingual_weight}
-        same.update({name: weight for name, weight in (overrides or {}).items() if weight is not None})
-        cross = dict(same, dense=same["dense"] * CROSS_LANGUAGE_DENSE)
-        if cjk_question:
-            cross["lexical"] = same["lexical"] * CROSS_LANGUAGE_LEXICAL
-        return cls(same, cross, settings.rrf_k, cjk_question)
+                "multilingual": settings.multilingual_weight, **overrides}
+        if not cjk_question:
+            return cls(same, dict(same, dense=same["dense"] * CROSS_LANGUAGE_DENSE), settings.rrf_k, False)
+        cross = {"multilingual": settings.zh_multilingual_weight, "lexical": settings.zh_lexical_weight,
+                 "dense": settings.zh_dense_weight, "translated_lexical": settings.zh_translated_lexical_weight,
+                 "translated_dense": settings.zh_translated_dense_weight}
+        for name in (name for name, weight in overrides.items() if not weight):
+            cross.update({name: 0.0, f"translated_{name}": 0.0})
+        return cls(same, cross, settings.zh_rrf_k, True)
 
     def uses(self, name: str) -> bool:
         return bool(self.same.get(name) or self.cross.get(name))
@@ -114,9 +121,9 @@ def retriever_runs(store: Store, question: str, n: int, filters: Filters | None,
     if MULTILINGUAL_INDEX in store.indexes and "multilingual" in retrievers:
         multilingual = store.indexes[MULTILINGUAL_INDEX].embedder
         scope = filters or Filters()
-        if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
-            scope = Filters(scope.doc_ids, "zh", scope.published_from, scope.published_to)
-        if scope.language in (None, "zh") or cjk_question:
+        if cjk_question or scope.language in (None, "zh"):
+            if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
+                scope = replace(scope, language="zh")
             vector = multilingual.embed_query(question)
             runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
     timings["multilingual_ms"] = _ms(started)

@@ -16,7 +16,8 @@ from importlib import resources
 
 from rag.lexical import CHINESE_STOP_WORDS, STOP_WORDS, jieba_tokenizer
 
-GLOSSES_PER_WORD = 2
+# Fitted with the fusion weights by bench/fit_chinese_fusion.py (1, 2 and 3 tried).
+GLOSSES_PER_WORD = 3
 _LONGEST_WORD = 8
 _JOINED_PIECES = 3
 _ENTRY = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")

