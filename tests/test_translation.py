@@ -29,7 +29,7 @@ def test_latin_words_keep_their_case_and_place():
 def test_common_senses_come_before_surnames_and_variant_forms():
     assert translate("王", glosses_per_word=1) == "king or monarch"  # not "surname Wang"
     assert translate("年") == "year"  # not "grain", the sense of its rare variant form 秊
-    assert translate("美国") == "United States USA"  # a proper name with no common sense is kept
+    assert translate("美国") == "United States USA US"  # a proper name with no common sense is kept
 
 
 def test_neighbouring_pieces_the_dictionary_knows_as_one_word_are_joined():
