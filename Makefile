@@ -64,6 +64,8 @@ SCALE_ENGINES ?= embedded,server
 bench: setup
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/backends.py
+	$(BIN)/python bench/chinese_retrieval.py
+	$(BIN)/python bench/fit_chinese_fusion.py --cached
 	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)
 
 soak: setup

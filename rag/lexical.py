@@ -28,7 +28,7 @@ STOP_WORDS = frozenset(
     "they this those to too was were what when where which who whom why will with would you your about also "
     "any each other over under up out more most some only own same very just".split()
 )
-_CHINESE_STOP = frozenset("的 了 和 是 在 与 及 等 对 中 为 将 把 被 也 就 都 而 或 之 其 以 于 要 有 个 吗 呢 什么 哪些 多少 哪个 如何 怎么".split())
+CHINESE_STOP_WORDS = frozenset("的 了 和 是 在 与 及 等 对 中 为 将 把 被 也 就 都 而 或 之 其 以 于 要 有 个 吗 呢 什么 哪些 多少 哪个 如何 怎么".split())
 
 
 @lru_cache(maxsize=1)
@@ -39,7 +39,7 @@ def _stemmer():
 
 
 @lru_cache(maxsize=1)
-def _jieba():
+def jieba_tokenizer():
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
@@ -54,7 +54,7 @@ def tokenize(text: str) -> list[str]:
     cursor = 0
     for run in _CJK_RUN.finditer(text):
         tokens.extend(_latin_tokens(text[cursor:run.start()]))
-        tokens.extend(t for t in _jieba().cut_for_search(run.group()) if t.strip() and t not in _CHINESE_STOP)
+        tokens.extend(t for t in jieba_tokenizer().cut_for_search(run.group()) if t.strip() and t not in CHINESE_STOP_WORDS)
         cursor = run.end()
     tokens.extend(_latin_tokens(text[cursor:]))
     return tokens

@@ -96,7 +96,8 @@ def _heading_level(line: str) -> int:
     if match := _MD_HEADING.match(stripped):
         return len(match.group(1))
     if match := _CHINESE_HEADING.match(stripped):
-        return _CHINESE_LEVELS[match.group(1)]
+        # "第三条 …。" is a clause with its text on the line, not a title: its words belong in a chunk.
+        return 0 if stripped.endswith(_SENTENCE_END) else _CHINESE_LEVELS[match.group(1)]
     if stripped.endswith(_SENTENCE_END):
         return 0
     if match := _NUMBERED_HEADING.match(stripped):

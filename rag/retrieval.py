@@ -1,8 +1,9 @@
 """Hybrid retrieval: dense (main model), dense (multilingual model) and BM25, fused by weighted reciprocal rank.
 
-The lexical side is weighed by language: BM25 tokens of a Chinese question say little about English passages
-(only numbers and Latin words carry over), so those hits count less; the multilingual index carries the
-cross-language match instead.
+Each list is weighed by the passage's language against the question's. A Chinese question reaches English
+passages through the multilingual index and through its dictionary translation (rag.translation) asked of BM25
+and of the main model; its own BM25 tokens say little about English text (only numbers and Latin words carry
+over). Those weights are fitted on data (settings RAG_ZH_*); an English question's are as they were set by hand.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -19,14 +21,17 @@ from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.lexical import has_cjk, tokenize
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
+from rag.translation import translate
 
-# A Chinese question's BM25 hits in English text and the English model's view of Chinese: heard, but quietly.
-CROSS_LANGUAGE_LEXICAL = 0.3
+# The English model's view of Chinese passages for an English question: heard, but quietly. (A Chinese question's
+# weights for English passages are fitted: settings RAG_ZH_*.)
 CROSS_LANGUAGE_DENSE = 0.5
 # The multilingual index holds a vector per chunk, which blurs a chunk of several targets: its best chunks are
 # ranked again by their best sentence, embedded here (golden Chinese questions, k = 5: hit rate 0.909 -> 1.000,
 # fact recall 0.818 -> 1.000 at 10; 20 and 40 did no better and took longer).
 SENTENCE_RERANK_DEPTH = 10
+# translated_*: the English retrievers asked with a Chinese question's dictionary translation (rag.translation).
+RETRIEVERS = ("dense", "lexical", "multilingual", "translated_dense", "translated_lexical")
 
 
 @dataclass(frozen=True)
@@ -49,38 +54,102 @@ def search(store: Store, settings, question: str, *, k: int | None = None, filte
            multilingual_weight: float | None = None) -> RetrievalResult:
     """The top `k` passages for `question`, fused across retrievers; weights default to the settings."""
     k = k or settings.k
-    n = max(settings.candidates, k)
+    overrides = {"dense": dense_weight, "lexical": lexical_weight, "multilingual": multilingual_weight}
+    fusion = Fusion.from_settings(settings, has_cjk(question), overrides)
+    runs, timings = retriever_runs(store, question, max(settings.candidates, k), filters,
+                                   {name for name in RETRIEVERS if fusion.uses(name)})
+    started = time.perf_counter()
+    chunks = store.chunks(cid for run in runs.values() for cid, _ in run)
+    passages = fuse(runs, chunks, fusion.weight, fusion.rrf_k, k)
+    timings["fusion_ms"] = _ms(started)
+    return RetrievalResult(passages, timings)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How one question's ranked lists are weighed: `same` for passages in the question's language (Chinese or
+    not), `cross` for the others. A retriever with no weight in either is not run."""
+
+    same: dict[str, float]
+    cross: dict[str, float]
+    rrf_k: int
+    cjk_question: bool
+
+    @classmethod
+    def from_settings(cls, settings, cjk_question: bool, overrides: dict[str, float | None] | None = None) -> "Fusion":
+        """The settings' fusion; an override replaces a retriever's weight in the question's language, and an
+        override of 0 turns that retriever off altogether (for a Chinese question, its translated twin too)."""
+        overrides = {name: weight for name, weight in (overrides or {}).items() if weight is not None}
+        same = {"dense": settings.dense_weight, "lexical": settings.lexical_weight,
+                "multilingual": settings.multilingual_weight, **overrides}
+        if not cjk_question:
+            return cls(same, dict(same, dense=same["dense"] * CROSS_LANGUAGE_DENSE), settings.rrf_k, False)
+        cross = {"multilingual": settings.zh_multilingual_weight, "lexical": settings.zh_lexical_weight,
+                 "dense": settings.zh_dense_weight, "translated_lexical": settings.zh_translated_lexical_weight,
+                 "translated_dense": settings.zh_translated_dense_weight}
+        for name in (name for name, weight in overrides.items() if not weight):
+            cross.update({name: 0.0, f"translated_{name}": 0.0})
+        return cls(same, cross, settings.zh_rrf_k, True)
+
+    def uses(self, name: str) -> bool:
+        return bool(self.same.get(name) or self.cross.get(name))
+
+    def weight(self, name: str, chunk: Chunk) -> float:
+        weights = self.cross if (chunk.language == "zh") != self.cjk_question else self.same
+        return weights.get(name, 0.0)
+
+
+def retriever_runs(store: Store, question: str, n: int, filters: Filters | None,
+                   retrievers: set[str]) -> tuple[dict[str, list[tuple[str, float]]], dict[str, float]]:
+    """Each named retriever's top `n` (chunk_id, score) for `question`, and the time each took."""
     timings: dict[str, float] = {}
-    cjk_question = has_cjk(question)
-    weights = {
-        "dense": settings.dense_weight if dense_weight is None else dense_weight,
-        "lexical": settings.lexical_weight if lexical_weight is None else lexical_weight,
-        "multilingual": settings.multilingual_weight if multilingual_weight is None else multilingual_weight,
-    }
     runs: dict[str, list[tuple[str, float]]] = {}
+    cjk_question = has_cjk(question)
 
     started = time.perf_counter()
-    main = store.indexes[MAIN_INDEX].embedder
-    runs["dense"] = store.dense_search(MAIN_INDEX, main.embed_query(question), n, filters) if weights["dense"] else []
+    if "dense" in retrievers:
+        main = store.indexes[MAIN_INDEX].embedder
+        runs["dense"] = store.dense_search(MAIN_INDEX, main.embed_query(question), n, filters)
     timings["dense_ms"] = _ms(started)
 
     started = time.perf_counter()
-    runs["lexical"] = store.lexical_search(tokenize(question), n, filters) if weights["lexical"] else []
+    if "lexical" in retrievers:
+        runs["lexical"] = store.lexical_search(tokenize(question), n, filters)
     timings["lexical_ms"] = _ms(started)
 
     started = time.perf_counter()
-    if MULTILINGUAL_INDEX in store.indexes and weights["multilingual"]:
+    if MULTILINGUAL_INDEX in store.indexes and "multilingual" in retrievers:
         multilingual = store.indexes[MULTILINGUAL_INDEX].embedder
         scope = filters or Filters()
-        if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
-            scope = Filters(scope.doc_ids, "zh", scope.published_from, scope.published_to)
-        if scope.language in (None, "zh") or cjk_question:
+        if cjk_question or scope.language in (None, "zh"):
+            if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
+                scope = replace(scope, language="zh")
             vector = multilingual.embed_query(question)
             runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
     timings["multilingual_ms"] = _ms(started)
 
-    started = time.perf_counter()
-    chunks = store.chunks(cid for run in runs.values() for cid, _ in run)
+    if cjk_question and retrievers & {"translated_dense", "translated_lexical"}:
+        started = time.perf_counter()
+        runs.update(translated_runs(store, translate(question), n, filters, retrievers))
+        timings["translated_ms"] = _ms(started)
+    return runs, timings
+
+
+def translated_runs(store: Store, english: str, n: int, filters: Filters | None,
+                    retrievers: set[str]) -> dict[str, list[tuple[str, float]]]:
+    """The English retrievers' lists for the English terms of a translated question."""
+    runs = {}
+    if "translated_lexical" in retrievers:
+        runs["translated_lexical"] = store.lexical_search(tokenize(english), n, filters)
+    if "translated_dense" in retrievers:
+        vector = store.indexes[MAIN_INDEX].embedder.embed_query(english)
+        runs["translated_dense"] = store.dense_search(MAIN_INDEX, vector, n, filters) if english else []
+    return runs
+
+
+def fuse(runs: dict[str, list[tuple[str, float]]], chunks: dict[str, Chunk],
+         weight: Callable[[str, Chunk], float], rrf_k: int, k: int) -> list[Retrieved]:
+    """The `k` best chunks by weighted reciprocal rank over `runs`, one copy of each passage text."""
     fused: dict[str, float] = {}
     ranks: dict[str, dict[str, int]] = {}
     for name, run in runs.items():
@@ -88,12 +157,7 @@ def search(store: Store, settings, question: str, *, k: int | None = None, filte
             chunk = chunks.get(chunk_id)
             if chunk is None:
                 continue
-            weight = weights[name]
-            if cjk_question and chunk.language != "zh" and name == "lexical":
-                weight *= CROSS_LANGUAGE_LEXICAL
-            if cjk_question != (chunk.language == "zh") and name == "dense":
-                weight *= CROSS_LANGUAGE_DENSE
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (settings.rrf_k + rank)
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight(name, chunk) / (rrf_k + rank)
             ranks.setdefault(chunk_id, {})[name] = rank
     dense_scores = dict(runs.get("dense", []))
     passages: list[Retrieved] = []
@@ -107,8 +171,7 @@ def search(store: Store, settings, question: str, *, k: int | None = None, filte
                                   dense_scores.get(chunk_id, 0.0), ranks[chunk_id]))
         if len(passages) == k:
             break
-    timings["fusion_ms"] = _ms(started)
-    return RetrievalResult(passages, timings)
+    return passages
 
 
 def sentence_vectors(store: Store, index: str, chunks: dict[str, Chunk]) -> dict[str, np.ndarray]:

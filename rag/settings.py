@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.0, ge=0)
     lexical_weight: float = Field(1.0, ge=0)
     multilingual_weight: float = Field(1.0, ge=0)
+    # A Chinese question's weights for passages not in Chinese (0 = not run) and its RRF constant, fitted by
+    # bench/fit_chinese_fusion.py on xquad-dev Chinese + the golden Chinese questions, folds held out by document.
+    zh_multilingual_weight: float = Field(1.0, ge=0)
+    zh_translated_lexical_weight: float = Field(1.0, ge=0, description="BM25 of the question's dictionary translation.")
+    zh_translated_dense_weight: float = Field(0.75, ge=0, description="MiniLM on the question's dictionary translation.")
+    zh_lexical_weight: float = Field(0.3, ge=0, description="BM25 of the Chinese question itself.")
+    zh_dense_weight: float = Field(0.5, ge=0, description="MiniLM on the Chinese question itself.")
+    zh_rrf_k: int = Field(5, ge=1)
     candidates: int = Field(40, ge=1, le=1000, description="Candidates taken from each retriever before fusion.")
 
     answerer: Literal["extractive", "llm"] = "extractive"

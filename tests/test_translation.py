@@ -1,0 +1,44 @@
+"""Dictionary translation of Chinese questions into English search terms (real CC-CEDICT from the package)."""
+
+from rag.lexical import tokenize
+from rag.translation import translate
+
+
+def test_content_words_become_their_first_glosses_and_figures_pass_through():
+    english = translate("到2027年要建设多少个高质量工业数据集？")
+    assert english.split()[0] == "2027"
+    for term in ("year", "build", "high quality", "industry", "dataset"):
+        assert term in english
+    assert tokenize(english)[:3] == ["2027", "year", "build"]
+
+
+def test_grammatical_and_question_words_are_dropped():
+    english = translate("谁是国王？")
+    assert english == "king"
+    for question in ("美国政府什么时候发布了AI政策？", "他们在哪里建了多少个工厂？"):
+        words = set(translate(question).lower().split())
+        assert not words & {"who", "what", "when", "where", "time", "how", "many", "much"}, question
+
+
+def test_latin_words_keep_their_case_and_place():
+    english = translate("Sentanta Sports计划在什么平台上推出？")
+    assert english.startswith("Sentanta Sports plan")
+    assert "platform" in english
+
+
+def test_common_senses_come_before_surnames_and_variant_forms():
+    assert translate("王", glosses_per_word=1) == "king or monarch"  # not "surname Wang"
+    assert translate("年") == "year"  # not "grain", the sense of its rare variant form 秊
+    assert translate("美国") == "United States USA US"  # a proper name with no common sense is kept
+
+
+def test_neighbouring_pieces_the_dictionary_knows_as_one_word_are_joined():
+    assert "dataset" in translate("工业数据集").split()  # jieba cuts 数据 / 集
+    assert "gather" not in translate("工业数据集")
+
+
+def test_glosses_per_word_bounds_the_terms_and_nothing_chinese_remains():
+    one, two = translate("防守", glosses_per_word=1), translate("防守", glosses_per_word=2)
+    assert one == "defend" and two == "defend protect"
+    assert translate("") == "" and translate("？！") == ""
+    assert not any("\u4e00" <= ch <= "\u9fff" for ch in translate("黑豹队的防守丢了多少分？"))
