@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/backends.py
 	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)
+	$(BIN)/python bench/api_load.py
 
 soak: setup
 	$(BIN)/python bench/soak.py

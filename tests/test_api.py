@@ -4,15 +4,13 @@ wrote (the `openai` package for answers, httpx for documents and tokens)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 
 import httpx
 import openai
 import pytest
 
-from conftest import CORPUS, ROOT, free_port, run_rag
+from conftest import CORPUS, run_rag
+from support.api_server import start_api, stop_api
 
 QUESTION = "How many industrial datasets are to be built by 2027?"
 OPINIONS = "gmt-eight-ai-manufacturing-special-action"
@@ -33,32 +31,11 @@ def env(tmp_path_factory):
     return environment
 
 
-def start_api(env: dict, log_path, host: str = "127.0.0.1"):
-    """`rag api` in a subprocess; returns (process, base URL) once it answers."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "rag", "api", "--host", host, "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"rag api exited with {process.returncode}: {log_path.read_text()}")
-        try:
-            httpx.get(f"{url}/v1/models", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"rag api did not answer within 180 s: {log_path.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(env, tmp_path_factory):
     process, url = start_api(env, tmp_path_factory.mktemp("api-log") / "api.log")
     yield url
-    process.terminate()
-    process.wait(timeout=30)
+    stop_api(process)
 
 
 @pytest.fixture
@@ -217,8 +194,7 @@ def test_token_is_required_on_every_request(env, tmp_path):
         assert uploaded.status_code == 201, uploaded.text
         assert httpx.delete(f"{url}/v1/documents/{uploaded.json()['doc_id']}", headers=good).status_code == 200
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_api(process)
 
 
 def test_without_a_token_writes_need_loopback(env, tmp_path):
@@ -231,5 +207,4 @@ def test_without_a_token_writes_need_loopback(env, tmp_path):
         assert "0.0.0.0" in upload.json()["error"]["message"] and "RAG_API_TOKEN" in upload.json()["error"]["message"]
         assert OPINIONS in {d["doc_id"] for d in httpx.get(f"{url}/v1/documents").json()["data"]}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_api(process)
