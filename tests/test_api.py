@@ -11,6 +11,7 @@ import pytest
 
 from conftest import CORPUS, run_rag
 from support.api_server import start_api, stop_api
+from support.openai_server import Reply, ScriptedChatServer
 
 QUESTION = "How many industrial datasets are to be built by 2027?"
 OPINIONS = "gmt-eight-ai-manufacturing-special-action"
@@ -208,3 +209,26 @@ def test_without_a_token_writes_need_loopback(env, tmp_path):
         assert OPINIONS in {d["doc_id"] for d in httpx.get(f"{url}/v1/documents").json()["data"]}
     finally:
         stop_api(process)
+
+
+def test_llm_answerer_streams_its_tokens_and_ends_with_the_checked_answer(env, tmp_path):
+    """A scripted OpenAI-protocol server stands in for the LLM; the sentence it makes up reaches the stream, and
+    the last chunk carries the answer without it, with citations resolved in code."""
+    with ScriptedChatServer() as llm:
+        llm.default(Reply.from_fn(lambda request: "The plan creates 100 high-quality industrial datasets [1]. "
+                                                  "It also names 40 chip fabs [1]."))
+        process, url = start_api({**env, "RAG_LLM_MODEL": "openai:scripted-model", "RAG_LLM_BASE_URL": llm.base_url,
+                                  "OPENAI_API_KEY": "test", "RAG_LLM_TIMEOUT_S": "10"}, tmp_path / "api.log")
+        try:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            assert "policy-rag-llm" in [model.id for model in client.models.list()]
+            chunks = list(client.chat.completions.create(model="policy-rag-llm", stream=True, messages=[
+                {"role": "user", "content": QUESTION}], extra_body={"doc_ids": [OPINIONS]}))
+        finally:
+            stop_api(process)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    last = extra(chunks[-1])
+    assert "40 chip fabs" in streamed and len(chunks) > 4
+    assert "100 high-quality industrial datasets" in last["answer"] and "40 chip fabs" not in last["answer"]
+    assert last["citations"][0]["doc_id"] == OPINIONS and "100" in last["citations"][0]["text"]
+    assert any("unsupported sentence" in notice for notice in last["notices"])
