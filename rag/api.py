@@ -33,6 +33,7 @@ ANSWERERS = {DEFAULT_MODEL: None, "policy-rag-extractive": "extractive", "policy
 # The status and request field a library error is answered with; the first matching class wins (subclasses first).
 STATUSES = ((QuestionError, 400, "messages"), (FileTooLargeError, 413, "file"), (UnsupportedFileError, 415, "file"),
             (LoadError, 422, "file"), (StoreError, 503, None), (RagError, 400, None))
+ISO_DATE = r"^\d{4}(-\d{2}(-\d{2})?)?$"  # 2026, 2026-01 or 2026-01-09, as the catalog's dates
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 503: "service_unavailable"}
 
 
@@ -62,8 +63,8 @@ class ChatRequest(BaseModel):
     stream: bool = False
     doc_ids: list[str] = []
     language: str | None = None
-    published_from: str | None = None
-    published_to: str | None = None
+    published_from: str | None = Field(None, pattern=ISO_DATE)
+    published_to: str | None = Field(None, pattern=ISO_DATE)
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -119,7 +120,9 @@ def create_app(settings, store: Store, *, host: str) -> FastAPI:
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = exc.errors()
         where = ".".join(str(part) for part in problems[0]["loc"] if part != "body") if problems else None
-        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problems)
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                            + (f" (got {e['input']!r})" if isinstance(e.get("input"), (str, int, float)) else "")
+                            for e in problems)
         return JSONResponse(error_body(400, f"Invalid request: {message}; see the OpenAI chat completions schema.",
                                        where or None, "invalid_request"), 400)
 
@@ -144,6 +147,10 @@ def create_app(settings, store: Store, *, host: str) -> FastAPI:
         if request.messages[-1].role != "user":
             raise ApiError(400, f"The last message must be the user's question, got role {request.messages[-1].role!r}.",
                            param="messages")
+        unknown = sorted(set(request.doc_ids) - {doc.doc_id for doc in store.documents()})
+        if unknown:
+            raise ApiError(404, f"Unknown doc_ids {', '.join(map(repr, unknown))} in the filter; GET /v1/documents "
+                                "lists the stored ones.", param="doc_ids", code="document_not_found")
         history = tuple(m.text for m in request.messages[:-1] if m.role == "user")
         filters = Filters(tuple(request.doc_ids), request.language, request.published_from, request.published_to)
         pieces = stream_answer(request.messages[-1].text, settings, store=store, history=history, filters=filters,

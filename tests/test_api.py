@@ -124,6 +124,17 @@ def test_bad_requests_are_openai_errors(client, messages, error, words):
     assert words in raised.value.body["message"] and raised.value.status_code == 400
 
 
+def test_bad_filters_are_refused_naming_the_field(client):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="policy-rag", messages=[{"role": "user", "content": QUESTION}],
+                                       extra_body={"doc_ids": [OPINIONS, "no-such-doc"]})
+    assert "'no-such-doc'" in raised.value.body["message"] and raised.value.body["param"] == "doc_ids"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="policy-rag", messages=[{"role": "user", "content": QUESTION}],
+                                       extra_body={"published_from": "last year"})
+    assert raised.value.body["param"] == "published_from" and "got 'last year'" in raised.value.body["message"]
+
+
 def test_unknown_model_is_404_naming_the_models(client):
     with pytest.raises(openai.NotFoundError) as raised:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
