@@ -2,7 +2,8 @@
 uploads and removals are the library's, the same calls the chat and the CLI make.
 
 The chat completion carries, beside the OpenAI fields, the answer's `citations` (the records of `rag ask --json`),
-`abstained`, `notices` and `retrieved`; a stream carries them in its last chunk.
+`abstained`, `question` (the standalone question answered), `notices`, `retrieved` and `answer` (the checked text);
+a stream carries them in its last chunk.
 """
 
 from __future__ import annotations
