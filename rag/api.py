@@ -34,6 +34,7 @@ ANSWERERS = {DEFAULT_MODEL: None, "policy-rag-extractive": "extractive", "policy
 # The status and request field a library error is answered with; the first matching class wins (subclasses first).
 STATUSES = ((QuestionError, 400, "messages"), (FileTooLargeError, 413, "file"), (UnsupportedFileError, 415, "file"),
             (LoadError, 422, "file"), (StoreError, 503, None), (RagError, 400, None))
+SEE_README = "the endpoints and their fields are in the README's HTTP API section"
 ISO_DATE = r"^\d{4}(-\d{2}(-\d{2})?)?$"  # 2026, 2026-01 or 2026-01-09, as the catalog's dates
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 503: "service_unavailable"}
 
@@ -124,12 +125,12 @@ def create_app(settings, store: Store, *, host: str) -> FastAPI:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                             + (f" (got {e['input']!r})" if isinstance(e.get("input"), (str, int, float)) else "")
                             for e in problems)
-        return JSONResponse(error_body(400, f"Invalid request: {message}; see the OpenAI chat completions schema.",
-                                       where or None, "invalid_request"), 400)
+        return JSONResponse(error_body(400, f"Invalid request: {message}; {SEE_README}.", where or None,
+                                       "invalid_request"), 400)
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        message = f"{request.method} {request.url.path}: {exc.detail}; the endpoints are in the README's HTTP API section."
+        message = f"{request.method} {request.url.path}: {exc.detail}; {SEE_README}."
         return JSONResponse(error_body(exc.status_code, message), exc.status_code)
 
     def models() -> list[str]:

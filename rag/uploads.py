@@ -25,7 +25,7 @@ def safe_name(name: str) -> str:
     suffix = suffix.lower()
     if f".{suffix}" not in SUPPORTED_SUFFIXES:
         raise UnsupportedFileError(f"{name!r}: unsupported file type {('.' + suffix) if suffix else '(none)'!r}; "
-                        f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
+                                   f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
     return f"{stem[:120]}.{suffix}"
 
 
