@@ -67,6 +67,7 @@ bench: setup
 	$(BIN)/python bench/chinese_retrieval.py
 	$(BIN)/python bench/fit_chinese_fusion.py --cached
 	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)
+	$(BIN)/python bench/api_load.py
 
 soak: setup
 	$(BIN)/python bench/soak.py

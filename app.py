@@ -9,10 +9,10 @@ from rag.answer import stream_answer
 from rag.documents import Answer
 from rag.embedding import embedders
 from rag.errors import RagError
-from rag.ingest import Progress, ingest, remove_documents
+from rag.ingest import Progress, remove_documents
 from rag.settings import load_settings
 from rag.store import Filters, Store
-from rag.uploads import save_upload
+from rag.uploads import ingest_upload
 
 SAMPLE_QUESTIONS = (
     "How many industrial datasets are to be built by 2027?",
@@ -67,20 +67,14 @@ with st.sidebar:
         with st.status(f"Ingesting {upload.name}…", expanded=True) as status:
             bar = st.progress(0.0)
             try:
-                path = save_upload(settings.uploads_dir, upload.name, upload.getvalue(), settings.max_file_mb)
-                report = ingest([path], settings, store, progress=Progress(
+                outcome = ingest_upload(upload.name, upload.getvalue(), settings, store, progress=Progress(
                     on_change=lambda p: bar.progress(p.files_done / max(1, p.files_total))))
             except RagError as exc:
                 status.update(label="Not ingested", state="error")
                 st.error(str(exc))
             else:
-                if report.failures:
-                    status.update(label="Not ingested", state="error")
-                    st.error(report.failures[0].message)
-                else:
-                    outcome = report.outcomes[0]
-                    state.ingested = f"{outcome.status.capitalize()}: {outcome.doc_id} ({outcome.chunks} chunks)"
-                    st.rerun()  # so the document list above shows it
+                state.ingested = f"{outcome.status.capitalize()}: {outcome.doc_id} ({outcome.chunks} chunks)"
+                st.rerun()  # so the document list above shows it
     if "ingested" in state:
         st.success(state.pop("ingested"))
 

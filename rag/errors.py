@@ -15,3 +15,11 @@ class StoreError(RagError):
 
 class QuestionError(RagError):
     """A question cannot be asked as given (empty, too long, ...)."""
+
+
+class FileTooLargeError(LoadError):
+    """A file is over RAG_MAX_FILE_MB."""
+
+
+class UnsupportedFileError(LoadError):
+    """A file's type is not one the loaders read."""

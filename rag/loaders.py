@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from rag.documents import Document, Heading
-from rag.errors import LoadError
+from rag.errors import FileTooLargeError, LoadError, UnsupportedFileError
 from rag.safety import ADDRESSES_ASSISTANT, addresses_assistant
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
@@ -340,7 +340,7 @@ def load_document(path: Path, *, root: Path | None = None, max_file_mb: float = 
     where = str(path)
     suffix = path.suffix.lower()
     if suffix not in _LOADERS:
-        raise LoadError(f"{where}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        raise UnsupportedFileError(f"{where}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
     raw = read_file_bytes(path, max_file_mb)
     meta, text, headings, page_starts = _LOADERS[suffix](path, raw, where)
     if not text.strip():
@@ -372,7 +372,7 @@ def read_file_bytes(path: Path, max_file_mb: float) -> bytes:
         if not resolved.is_file():
             raise LoadError(f"{where}: is not a regular file")
         if size > max_file_mb * 1_000_000:
-            raise LoadError(f"{where}: is {size / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; split it or raise the limit")
+            raise FileTooLargeError(f"{where}: is {size / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; split it or raise the limit")
         with open(resolved, "rb") as handle:
             raw = handle.read(int(max_file_mb * 1_000_000) + 1)
     except LoadError:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Nothing may download at run time: set before transformers/huggingface_hub are imported anywhere.
@@ -67,6 +67,7 @@ class Settings(BaseSettings):
                                       "model's calibrated value (README: Abstention).")
     unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported sentences.")
     max_question_chars: int = Field(2000, ge=10)
+    api_token: SecretStr | None = Field(None, description="`rag api` asks every request for `Authorization: Bearer <token>`.")
     debug_crash_at: str | None = Field(None, description="Crash tests only: SIGKILL this process at the named write step.")
 
     @field_validator("chroma_url")
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"RAG_CHROMA_URL={value!r} must look like http://127.0.0.1:8000")
         return value.rstrip("/")
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None  # "" means unset
 
     @property
     def onnx_dir(self) -> Path:

@@ -79,8 +79,9 @@ def test_new_chat_clears_the_conversation(app):
 
 def test_upload_is_saved_safely_and_ingested(data_dir, tmp_path):
     """AppTest cannot drive the uploader; the library path it calls is tested here, the page in the browser test."""
+    from rag.errors import LoadError
     from rag.settings import load_settings
-    from rag.uploads import save_upload
+    from rag.uploads import ingest_upload, save_upload
 
     settings = load_settings(data_dir=tmp_path / "data", multilingual_model="none")
     first = save_upload(settings.uploads_dir, "../../etc/passwd.md", b"# Plan\n\nRobots in 50 pilot plants.", 1)
@@ -90,8 +91,11 @@ def test_upload_is_saved_safely_and_ingested(data_dir, tmp_path):
     same = save_upload(settings.uploads_dir, "passwd.md", b"# Plan\n\nRobots in 50 pilot plants.", 1)
     assert same == first
     store = Store.open(settings, embedders(settings))
-    report = ingest([first], settings, store)
-    assert report.count("added") == 1
+    outcome = ingest_upload("../plan.md", b"# Plan\n\nRobots in 50 pilot plants.", settings, store)
+    assert (outcome.status, outcome.chunks) == ("added", 1) and store.find(outcome.doc_id)
+    with pytest.raises(LoadError, match="empty.md: is empty"):
+        ingest_upload("empty.md", b"", settings, store)
+    assert [d.doc_id for d in store.documents()] == [outcome.doc_id]
     store.close()
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.embedding import LABEL_WEIGHT, EncoderPool, OnnxEmbedder, UseEmbedder, embed_indexes, embed_labelled
+from rag.embedding import (LABEL_WEIGHT, EncoderPool, OnnxEmbedder, TurnLock, UseEmbedder, embed_indexes,
+                            embed_labelled, in_turns)
 from rag.errors import StoreError
 from rag.settings import BUNDLED_MODEL
 from rag.store import MAIN_INDEX, Store
@@ -200,3 +203,36 @@ print(pool.encode("main", ["a sentence"] * 300).shape)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert 'under `if __name__ == "__main__":`' in done.stderr
+
+
+def test_a_question_gets_the_model_before_the_next_piece_of_an_ingest():
+    """An ingest encodes piece after piece; a question asking meanwhile is served after the current piece."""
+    lock, order, asking = TurnLock(), [], threading.Event()
+
+    def ingest() -> None:
+        for piece in range(20):
+            with lock:
+                order.append(piece)
+                if piece == 5:
+                    asking.set()
+                    time.sleep(0.3)  # the question asks while this piece holds the model
+
+    def question() -> None:
+        asking.wait()
+        with lock:
+            order.append("question")
+
+    threads = [threading.Thread(target=ingest), threading.Thread(target=question)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert order.index("question") == 6 and order.count("question") == 1 and len(order) == 21
+
+
+def test_in_turns_gives_the_vectors_of_one_call():
+    use = UseEmbedder()
+    texts = [f"Sentence {n} about industrial datasets and computing power." for n in range(70)]
+    whole = np.asarray(use._model.encode(texts), dtype=np.float32)
+    assert np.allclose(in_turns(TurnLock(), use._model.encode, texts), whole, atol=1e-5)
+    assert in_turns(TurnLock(), use._model.encode, []).shape == (0, use.dim)
