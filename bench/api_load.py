@@ -61,7 +61,7 @@ class Run:
         for citation in fields.get("citations", []):
             if f"[{citation['marker']}]" not in content:
                 return f"marker [{citation['marker']}] missing from the answer"
-            if self.document_text(citation["doc_id"])[citation["start"]:citation["end"]] != citation["text"]:
+            if self.document_text(citation["doc_id"])[citation["start"]:citation["end"]] != citation["quote"]:
                 return f"citation {citation['marker']} of {citation['doc_id']} is not verbatim at its offsets"
         return None
 

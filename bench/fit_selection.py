@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.answer import _candidates, candidate_features  # noqa: E402
+from rag.answer import _candidates, candidate_features, retrieve  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
 from rag.grounding import fold  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.questions import analyse  # noqa: E402
-from rag.retrieval import search  # noqa: E402
-from rag.selection import FEATURES, SelectionModel  # noqa: E402
+from rag.selection import FEATURES, QUESTION_FEATURES, Logistic, SelectionModel, question_features  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
 from rag.store import Store  # noqa: E402
 from rag.suite import _half_corpus, _store_dir  # noqa: E402
@@ -44,6 +44,7 @@ SETS = {  # name: (golden, corpus, k, group prefix: sets over one corpus share t
     "xquad-dev-zh": (SHARED / "xquad-dev/golden-zh.jsonl", SHARED / "xquad-dev/corpus", 5, "xquad"),
 }
 FOLDS = 5
+FEATURES_TO_ABLATE = [f for f in FEATURES if not f.startswith("kind_")]
 MAX_FALSE_ABSTENTION = 0.03
 
 
@@ -81,8 +82,8 @@ def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_ro
             answerable = question.answerable and all(fold(e) in texts for e in question.evidence)
             if half and answerable:
                 continue  # the half store only asks what it cannot answer
-            asked = analyse(question.question)
-            passages = search(store, set_settings, asked.standalone, k=k).passages
+            asked, retrieval = retrieve(analyse(question.question), store, set_settings, k=k)
+            passages = retrieval.passages
             kept, rows = candidate_features(asked, _candidates(passages, asked.kind == "list"), store)
             labels = np.array([answerable and _positive(c.text, question.evidence) for c in kept], dtype=bool)
             # The fold is the evidence's document (a question of the other half: the article its id names in tags).
@@ -97,31 +98,46 @@ def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_ro
         store.close()
 
 
-def fit(rows: np.ndarray, labels: np.ndarray, drop: tuple[int, ...] = ()):
+def fit(rows: np.ndarray, labels: np.ndarray, drop: tuple[int, ...] = (), balanced: bool = False) -> Logistic:
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = rows.mean(axis=0), rows.std(axis=0)
     scale[scale == 0] = 1.0
     keep = [n for n in range(rows.shape[1]) if n not in drop]
-    model = LogisticRegression(C=1.0, max_iter=2000)
+    model = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced" if balanced else None)
     model.fit(((rows - mean) / scale)[:, keep], labels)
     weights = np.zeros(rows.shape[1])
     weights[keep] = model.coef_[0]
-    return SelectionModel(weights, float(model.intercept_[0]), mean, scale, 0.0, {})
+    return Logistic(weights, float(model.intercept_[0]), mean, scale)
+
+
+def _folds(asked: list[Asked]) -> dict[str, int]:
+    groups = sorted({a.group for a in asked})
+    return {g: n % FOLDS for n, g in enumerate(groups)}  # round robin over the sorted documents
 
 
 def held_out(asked: list[Asked], drop: tuple[int, ...] = ()) -> list[np.ndarray]:
     """Each question's candidate probabilities from a model fitted without its document's fold."""
-    groups = sorted({a.group for a in asked})
-    fold_of = {g: n % FOLDS for n, g in enumerate(groups)}  # round robin over the sorted documents
+    fold_of = _folds(asked)
     predictions: list[np.ndarray] = [np.zeros(0)] * len(asked)
     for part in range(FOLDS):
-        train = [a for a in asked if fold_of[a.group] != part and len(a.rows)]
+        train = [a for a in asked if fold_of[a.group] != part and a.answerable and len(a.rows)]
         model = fit(np.concatenate([a.rows for a in train]), np.concatenate([a.labels for a in train]), drop)
         for n, a in enumerate(asked):
             if fold_of[a.group] == part:
                 predictions[n] = model.probability(a.rows)
     return predictions
+
+
+def held_out_answerable(asked: list[Asked], questions: np.ndarray, answerable: np.ndarray) -> np.ndarray:
+    """Each question's probability of being answerable from a model fitted without its document's fold."""
+    fold_of = _folds(asked)
+    parts = np.array([fold_of[a.group] for a in asked])
+    found = np.zeros(len(asked))
+    for part in range(FOLDS):
+        model = fit(questions[parts != part], answerable[parts != part], balanced=True)
+        found[parts == part] = model.probability(questions[parts == part])
+    return found
 
 
 def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str) -> float:
@@ -144,15 +160,25 @@ def main() -> None:
     parser.add_argument("--store-root", type=Path, default=ROOT / "data" / "fit")
     parser.add_argument("--out", type=Path, default=ROOT / "rag" / "selection.json")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "fit_selection.json")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the ablation (a quick refit)")
+    parser.add_argument("--reuse", action="store_true", help="reuse the candidates collected by the last run "
+                                                             "(only when the features and retrieval did not change)")
     args = parser.parse_args()
     settings = load_settings()
-    asked: list[Asked] = []
-    for name, (golden, corpus, k, prefix) in SETS.items():
-        asked += collect(name, golden, corpus, k, prefix, args.store_root, settings)
-        print(f"{name}: {sum(1 for a in asked if a.set_name == name)} questions", flush=True)
-    golden, corpus, k, prefix = SETS["xquad-dev-en"]
-    asked += collect("xquad-dev-en-half", golden, corpus, k, prefix, args.store_root, settings, half=True)
+    cache = args.store_root / "collected.pickle"
+    if args.reuse and cache.exists():
+        asked = pickle.loads(cache.read_bytes())
+    else:
+        asked = []
+        for name, (golden, corpus, k, prefix) in SETS.items():
+            asked += collect(name, golden, corpus, k, prefix, args.store_root, settings)
+            print(f"{name}: {sum(1 for a in asked if a.set_name == name)} questions", flush=True)
+        golden, corpus, k, prefix = SETS["xquad-dev-en"]
+        asked += collect("xquad-dev-en-half", golden, corpus, k, prefix, args.store_root, settings, half=True)
+        cache.write_bytes(pickle.dumps(asked))
     training = [a for a in asked if a.answerable and len(a.rows)]
+    if args.no_ablation:
+        FEATURES_TO_ABLATE.clear()
     sets = [name for name in SETS]
     predictions = held_out(asked)
     results: dict = {"top1": {name: top1(asked, predictions, name) for name in sets}}
@@ -164,17 +190,18 @@ def main() -> None:
     print("held-out top-1:", results["top1"], "similarity alone:", results["top1_similarity_only"], flush=True)
     results["ablation"] = {}
     for n, feature in enumerate(FEATURES):
-        if feature.startswith("kind_"):
+        if feature not in FEATURES_TO_ABLATE:
             continue
         dropped = held_out(asked, drop=(n,))
         results["ablation"][feature] = {name: round(top1(asked, dropped, name) - results["top1"][name], 4) for name in sets}
         print(f"without {feature}: {results['ablation'][feature]}", flush=True)
 
-    # Abstention: the best candidate's held-out probability, answerable against unanswerable questions.
-    best = np.array([p.max() if len(p) else 0.0 for p in predictions])
+    # Abstention: the answerable model's held-out probability, answerable against unanswerable questions.
+    questions = np.array([question_features(a.rows, p) for a, p in zip(asked, predictions)])
     answerable = np.array([a.answerable for a in asked])
+    best = held_out_answerable(asked, questions, answerable)
     curve = []
-    for threshold in np.round(np.arange(0.0, 0.61, 0.01), 2):
+    for threshold in np.round(np.arange(0.0, 1.0, 0.01), 2):
         point = {"threshold": float(threshold)}
         for name in sets + ["xquad-dev-en-half"]:
             mask = np.array([a.set_name == name for a in asked])
@@ -207,13 +234,14 @@ def main() -> None:
         print("keep", keep, {k: v for k, v in point.items() if k != "keep"}, flush=True)
     results["second_sentence_trade"] = trade
 
-    model = fit(np.concatenate([a.rows for a in training]), np.concatenate([a.labels for a in training]))
+    sentence = fit(np.concatenate([a.rows for a in training]), np.concatenate([a.labels for a in training]))
     fitted_on = {name: sum(1 for a in training if a.set_name == name) for name in sets}
-    final = SelectionModel(model.weights, model.bias, model.mean, model.scale, chosen["threshold"],
+    final = SelectionModel(sentence, fit(questions, answerable, balanced=True), chosen["threshold"],
                            {"questions": fitted_on, "sentences": int(sum(len(a.rows) for a in training)),
-                            "script": "bench/fit_selection.py"})
+                            "unanswerable": int((~answerable).sum()), "script": "bench/fit_selection.py"})
     args.out.write_text(json.dumps(final.to_json(), indent=1) + "\n", encoding="utf-8")
-    results["weights"] = dict(zip(FEATURES, final.weights.round(4).tolist()))
+    results["weights"] = dict(zip(FEATURES, sentence.weights.round(4).tolist()))
+    results["answerable_weights"] = dict(zip(QUESTION_FEATURES, final.answerable.weights.round(4).tolist()))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     _plot(curve, args.results.with_name("abstention_curve.png"), chosen["threshold"])
@@ -234,7 +262,7 @@ def _plot(curve: list[dict], path: Path, chosen: float) -> None:
     axis.axvline(MAX_FALSE_ABSTENTION, color="grey", linestyle=":")
     axis.set_xlabel("false abstention (answerable questions)")
     axis.set_ylabel("abstention recall (unanswerable)")
-    axis.set_title(f"Abstention by the model's probability alone (chosen: below {chosen:.2f})")
+    axis.set_title(f"Abstention by the answerable model alone (chosen: below {chosen:.2f})")
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)

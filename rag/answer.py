@@ -15,16 +15,23 @@ import numpy as np
 
 from rag.chunking import is_term_line, sentence_units
 from rag.documents import Answer, Citation
-from rag.grounding import fold, numbers_in, spelling_key, unsupported_reason
+from rag.grounding import check_answer, fold, numbers_in, spelling_key
 from rag.lexical import tokenize
-from rag.questions import Question, analyse
+from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.selection import FEATURES, load_model
-from rag.retrieval import Retrieved, search, sentence_vectors
+from rag.translation import translate
+from rag.retrieval import Retrieved, RetrievalResult, search, sentence_vectors
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
-_DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d",
-                   re.IGNORECASE)
+_DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|"
+                   r"(19|20)\d{2}\s*年|\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+                        r"[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|"
+                        r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
+_DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
+_WORDS = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")  # a CJK character counts as a word
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
 _BODY = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|News|"
                    r"Institute|Office|Fund|Center|Centre|Regulator|Court|Parliament|Government|Committee|Board)\b|"
@@ -33,7 +40,8 @@ _BODY = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Cou
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
-_UNITS = {"percent": re.compile(r"%|percent|per cent"), "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million")}
+_UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
+          "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million|元")}
 # How many sentences an answer quotes at most, and what share of the best one's probability a further
 # sentence needs (bench/fit_selection.py reports the trade of fact recall against length).
 MAX_SENTENCES = {"list": 4, "summary": 4}
@@ -81,7 +89,7 @@ def stream_answer(question: str, settings, *, store: Store, history: tuple[str, 
         from rag.llm import rewrite_question
 
         asked = replace(asked, standalone=rewrite_question(asked.text, tuple(history), settings) or asked.standalone)
-    retrieval = search(store, settings, asked.standalone, k=k, filters=filters)
+    asked, retrieval = retrieve(asked, store, settings, k=k, filters=filters)
     timings = {"retrieval_ms": round((time.perf_counter() - started) * 1000, 2), **retrieval.timings}
     passages = retrieval.passages
     extract_started = time.perf_counter()
@@ -107,6 +115,17 @@ def stream_answer(question: str, settings, *, store: Store, history: tuple[str, 
     yield replace(result, timings={**timings, **result.timings}, question=asked.standalone)
 
 
+def retrieve(asked: Question, store: Store, settings, *, k: int | None = None,
+             filters: Filters | None = None) -> tuple[Question, RetrievalResult]:
+    """The passages for the question; an acronym the first passages spell out is asked again spelled out."""
+    retrieval = search(store, settings, asked.standalone, k=k, filters=filters)
+    expanded = expand_acronyms(asked.standalone, [p.chunk.text for p in retrieval.passages])
+    if expanded == asked.standalone:
+        return asked, retrieval
+    asked = replace(asked, standalone=expanded, terms=tuple(content_terms(expanded)))
+    return asked, search(store, settings, expanded, k=k, filters=filters)
+
+
 def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, settings) -> Answer:
     """One to four sentences quoted verbatim from the passages, best first, each with its citation."""
     if not passages:
@@ -120,7 +139,11 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     problem = _numeric_problem(asked, every) if asked.kind == "numeric" else None
     if problem:
         return abstention(asked, passages, problem)
-    candidates = _score(asked, every, store)
+    kept, rows = candidate_features(asked, every, store)
+    model = load_model()
+    probabilities = model.probability(rows)
+    answerable = round(model.answerable_probability(rows, probabilities), 4)
+    candidates = _ranked(asked, kept, rows, probabilities)
     if not candidates:
         wanted = {"numeric": "a figure", "date": "a date"}.get(asked.kind, "a person's name")
         return abstention(asked, passages, f"no passage on this gives {wanted}")
@@ -130,12 +153,12 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
         if subject:
             wanted = "date" if asked.kind == "date" else "figure" if asked.kind == "numeric" else "name"
             return abstention(asked, passages, f"they mention {subject} but give no {wanted} for it")
-    threshold = load_model().abstain_below if settings.abstain_threshold is None else settings.abstain_threshold
-    if best.support < threshold:
-        return replace(abstention(asked, passages, f"no sentence of the passages is likely to answer it "
-                                                   f"(best {best.support:.2f} < {threshold:.2f})"), support=best.support)
+    threshold = model.abstain_below if settings.abstain_threshold is None else settings.abstain_threshold
+    if answerable < threshold:
+        return replace(abstention(asked, passages, f"the passages are unlikely to answer it "
+                                                   f"(probability {answerable:.2f} < {threshold:.2f})"), support=answerable)
     chosen = _compose(asked, candidates)
-    return replace(cited_answer(chosen, passages), support=best.support)
+    return replace(cited_answer(chosen, passages), support=answerable)
 
 
 def _summary(passages: list[Retrieved], store: Store) -> Answer | None:
@@ -219,39 +242,49 @@ def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
 
 
 def candidate_features(asked: Question, candidates: list[Candidate], store: Store) -> tuple[list[Candidate], np.ndarray]:
-    """The candidates that can be scored (their chunk's vectors are at hand) and a row of `FEATURES` for each."""
-    question_vector, stored = _sentence_vectors(asked, candidates, store)
-    kept, similarities = [], []
-    for candidate in candidates:
-        vectors = stored.get(candidate.passage.chunk.chunk_id)
-        if vectors is None or max(candidate.units) >= len(vectors):
-            continue  # the chunk was replaced while we were reading it
-        kept.append(candidate)
-        similarities.append(max(float(vectors[n] @ question_vector) for n in candidate.units))
+    """The candidates that can be scored (their chunk's vectors are at hand) and a row of `FEATURES` for each.
+
+    Similarity comes from the main model when question and passage are both English, else from the multilingual
+    one; a Chinese question also asks English passages in its dictionary translation (its terms, and the main
+    model's similarity to it)."""
+    similarity = _similarities(asked, candidates, store, asked.standalone, cross_language=True)
+    english = translate(asked.standalone) if asked.cjk else ""
+    translated = _similarities(asked, candidates, store, english, cross_language=False) if english else {}
+    kept = [c for c in candidates if _key(c) in similarity]
+    similarities = [similarity[_key(c)] for c in kept]
     if not kept:
         return [], np.zeros((0, len(FEATURES)))
-    terms = list(dict.fromkeys(asked.terms))
+    own_terms, english_terms = list(dict.fromkeys(asked.terms)), list(dict.fromkeys(tokenize(english)))
+    term_lists = [english_terms if english and c.passage.chunk.language != "zh" else own_terms for c in kept]
     tokens = [set(tokenize(c.text)) for c in kept]
-    frequency = {t: sum(1 for own in tokens if t in own) for t in terms}
-    rarity = {t: np.log(1 + len(kept) / (1 + frequency[t])) for t in terms}
+    frequency = {t: sum(1 for own in tokens if t in own) for t in set(own_terms) | set(english_terms)}
+    rarity = {t: np.log(1 + len(kept) / (1 + frequency[t])) for t in frequency}
+    everywhere = set().union(*tokens, *(tokenize(c.context) for c in kept))
+    anywhere = [sum(1 for t in terms if t in everywhere) / len(terms) if terms else 0.0 for terms in term_lists]
     best = max(similarities)
     order = {n: rank for rank, n in enumerate(sorted(range(len(kept)), key=lambda n: -similarities[n]))}
     subject = _defined_subject(asked)
     rows = []
     for n, candidate in enumerate(kept):
+        terms = term_lists[n]
         context = set(tokenize(candidate.context + " " + candidate.passage.chunk.section))
         near = _figure_for_noun(candidate.text, asked)[0] if asked.head_noun else False
-        words = len(re.findall(r"\w+", candidate.text))
+        fit = _type_fit(asked, candidate.text, near)
+        words = len(_WORDS.findall(candidate.text))
         share = (lambda found: sum(1 for t in terms if t in found) / len(terms)) if terms else (lambda found: 0.0)
-        rare = (sum(rarity[t] for t in terms if t in tokens[n]) / sum(rarity.values())) if terms else 0.0
+        rare = (sum(rarity[t] for t in terms if t in tokens[n]) / sum(rarity[t] for t in terms)) if terms else 0.0
         features = {
             "similarity": similarities[n], "similarity_gap": similarities[n] - best,
+            "translated_similarity": translated.get(_key(candidate), 0.0),
             "similarity_rank": 1 / (1 + order[n]), "terms": share(tokens[n]), "rare_terms": rare,
-            "heading_terms": share(context), "type_fit": _type_fit(asked, candidate.text, near),
+            "heading_terms": share(context),
+            **{f"type_fit_{kind}": fit if asked.kind == kind or (kind == "who" and asked.wants_person) else 0.0
+               for kind in ("numeric", "date", "who", "list")},
             "figure_for_noun": float(near), "definition": float(_defines(candidate, subject)),
             "passage_rank": 1 / candidate.passage.rank, "position": 1 / (1 + min(candidate.units)),
             "log_words": float(np.log1p(words)), "short": float(words < 6), "block": float(candidate.is_block),
             "truncated": float(candidate.text.rstrip().endswith(_ELLIPSIS)), "cjk": float(asked.cjk),
+            "terms_anywhere": anywhere[n],
             **{f"kind_{kind}": float(asked.kind == kind) for kind in
                ("numeric", "date", "who", "list", "definition", "condition", "summary")},
         }
@@ -259,10 +292,8 @@ def candidate_features(asked: Question, candidates: list[Candidate], store: Stor
     return kept, np.asarray(rows, dtype=float)
 
 
-def _score(asked: Question, candidates: list[Candidate], store: Store) -> list[Candidate]:
-    """Each candidate with its probability of holding the answer (the fitted selection model), best first."""
-    kept, rows = candidate_features(asked, candidates, store)
-    probabilities = load_model().probability(rows)
+def _ranked(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray) -> list[Candidate]:
+    """The candidates with their probability of holding the answer, best first."""
     figure = FEATURES.index("figure_for_noun")
     scored = [replace(c, support=round(float(p), 4), has_number_for_noun=bool(row[figure]))
               for c, p, row in zip(kept, probabilities, rows)]
@@ -288,23 +319,45 @@ def _defines(candidate: Candidate, subject: str) -> bool:
     return bool(opening and subject in fold(opening.group(1))) or (bool(candidate.context) and subject == fold(candidate.context))
 
 
-def _sentence_vectors(asked: Question, candidates: list[Candidate], store: Store) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The question's vector and each candidate chunk's sentence vectors (a row per sentence unit), in the main
-    model, or for a Chinese question in the multilingual one."""
-    chunks = {c.passage.chunk.chunk_id: c.passage.chunk for c in candidates}
-    index = MULTILINGUAL_INDEX if asked.cjk and MULTILINGUAL_INDEX in store.indexes else MAIN_INDEX
-    return store.indexes[index].embedder.embed_query(asked.standalone), sentence_vectors(store, index, chunks)
+def _key(candidate: Candidate) -> tuple[str, tuple[int, ...]]:
+    return candidate.passage.chunk.chunk_id, candidate.units
+
+
+def _similarities(asked: Question, candidates: list[Candidate], store: Store, question: str,
+                  cross_language: bool) -> dict[tuple[str, tuple[int, ...]], float]:
+    """Each candidate's cosine with `question` (its best sentence unit): in the main model, or with
+    `cross_language` in the multilingual one where question or passage is Chinese. A candidate whose chunk was
+    replaced while we read is left out."""
+    multilingual = cross_language and MULTILINGUAL_INDEX in store.indexes
+    chunks: dict[str, dict] = {MAIN_INDEX: {}, MULTILINGUAL_INDEX: {}}
+    for candidate in candidates:
+        chunk = candidate.passage.chunk
+        index = MULTILINGUAL_INDEX if multilingual and (asked.cjk or chunk.language == "zh") else MAIN_INDEX
+        chunks[index][chunk.chunk_id] = chunk
+    found = {}
+    for index, wanted in chunks.items():
+        if not wanted:
+            continue
+        vector = store.indexes[index].embedder.embed_query(question)
+        stored = sentence_vectors(store, index, wanted)
+        for candidate in candidates:
+            vectors = stored.get(candidate.passage.chunk.chunk_id)
+            if candidate.passage.chunk.chunk_id in wanted and vectors is not None and max(candidate.units) < len(vectors):
+                found[_key(candidate)] = max(float(vectors[n] @ vector) for n in candidate.units)
+    return found
 
 
 def _type_fit(asked: Question, text: str, near: bool) -> float:
     kind = asked.kind
     if kind == "numeric":
-        has_number = any(_NUMBER_TOKEN.match(w.lower()) for w in re.findall(r"[\w,.]+", text))
+        has_number = bool(_DIGIT.search(text)) or any(_NUMBER_TOKEN.match(w.lower()) for w in re.findall(r"[\w,.]+", text))
         if asked.unit and not _UNITS[asked.unit].search(text.lower()):
             return 0.0
         return 1.0 if near else 0.6 if has_number else 0.0
-    if kind == "date":
-        return 1.0 if _DATE.search(text) else 0.0
+    if kind == "date":  # a day beats a bare year, unless a year is what is asked
+        if _FULL_DATE.search(text) or (_DATE.search(text) and _YEAR_QUESTION.search(asked.text)):
+            return 1.0
+        return 0.6 if _DATE.search(text) else 0.0
     if asked.wants_person:
         return 1.0 if _PERSON.search(text) else 0.0
     if kind == "who":
@@ -405,44 +458,3 @@ def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:
         chosen.append(candidate)
         covered |= tokens
     return chosen
-
-
-def check_answer(answer_: Answer, mode: str) -> Answer:
-    """The output filter: drop (or flag) sentences whose cited passage does not support them."""
-    if answer_.abstained:
-        return answer_
-    kept_citations = []
-    kept_parts = []
-    removed = 0
-    by_marker = {c.marker: c for c in answer_.citations}
-    passages = {r.chunk.chunk_id: r.chunk.text for r in answer_.retrieved}
-    for sentence in split_cited_sentences(answer_.text):
-        markers = [int(m) for m in re.findall(r"\[(\d+)\]", sentence)]
-        cited = [by_marker[m] for m in markers if m in by_marker]
-        reasons = [unsupported_reason(sentence, passages.get(c.chunk_id, c.quote)) for c in cited]
-        if cited and any(r is None for r in reasons):
-            kept_parts.append(sentence)
-            kept_citations.extend(c for c, r in zip(cited, reasons) if r is None)
-            continue
-        removed += 1
-        if mode == "flag":
-            kept_parts.append(f"{sentence} (unsupported: {reasons[0] if reasons and reasons[0] else 'no citation'})")
-            kept_citations.extend(cited)
-    if removed == 0:
-        return answer_
-    if not kept_citations:
-        return replace(answer_, text="The ingested documents do not support an answer to this question "
-                                     "(every sentence drafted was unsupported by its sources).",
-                       citations=(), abstained=True, reason="no sentence was supported by its cited passage",
-                       removed=removed)
-    notice = f"{removed} unsupported sentence{'s' if removed > 1 else ''} {'flagged' if mode == 'flag' else 'removed'}."
-    return replace(answer_, text=" ".join(kept_parts), citations=tuple(dict.fromkeys(kept_citations)),
-                   removed=removed, notices=answer_.notices + (notice,), reason=notice)
-
-
-def split_cited_sentences(text: str) -> list[str]:
-    """The answer cut after each group of markers: each piece is the text those markers cite; an uncited tail
-    is a piece of its own."""
-    pieces = [m.group(0).strip() for m in re.finditer(r".*?(?:\s*\[\d+\])+[.。]?", text.strip(), re.DOTALL)]
-    tail = re.sub(r"^.*(?:\[\d+\])+[.。]?", "", text.strip(), flags=re.DOTALL).strip() if pieces else text.strip()
-    return [p for p in pieces if p] + ([tail] if tail else [])

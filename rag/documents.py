@@ -109,7 +109,7 @@ class Answer:
     notices: tuple[str, ...] = ()  # things the user should know (fallbacks, removed sentences)
     question: str = ""  # the standalone question that was answered
     removed: int = 0  # sentences the output check removed or flagged
-    support: float | None = None  # the selection model's probability that the best sentence answers the question
+    support: float | None = None  # the selection model's probability that the passages answer the question
 
     def to_dict(self) -> dict:
         """The JSON shape shared by `rag ask --json` and the evaluation report."""
@@ -124,7 +124,7 @@ class Answer:
             "support": self.support,
             "citations": [
                 {"marker": c.marker, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "section": c.section,
-                 "text": c.quote, "start": c.start, "end": c.end, "published": c.published}
+                 "quote": c.quote, "start": c.start, "end": c.end, "published": c.published}
                 for c in self.citations
             ],
             "retrieved": [

@@ -22,6 +22,7 @@ A metric whose denominator is empty is None ("n/a").
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import time
@@ -147,8 +148,8 @@ def score_question(question: GoldenQuestion, answer: dict, latency_ms: float) ->
     citations = []
     for citation in answer["citations"]:
         chunk = texts.get(citation["chunk_id"], "")
-        precise = bool(chunk) and fold(citation["text"]) in fold(chunk) and any(covers(chunk, q) for q in question.evidence)
-        citations.append({"marker": citation["marker"], "doc_id": citation["doc_id"], "text": citation["text"],
+        precise = bool(chunk) and fold(citation["quote"]) in fold(chunk) and any(covers(chunk, q) for q in question.evidence)
+        citations.append({"marker": citation["marker"], "doc_id": citation["doc_id"], "quote": citation["quote"],
                           "precise": precise})
     return {
         "id": question.id, "question": question.question, "tags": list(question.tags),
@@ -197,7 +198,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     if not sorted_values:
         return 0.0
-    index = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    index = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

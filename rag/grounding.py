@@ -1,12 +1,14 @@
-"""Is a sentence supported by the passage it cites? Numbers, dates and names must stand in the passage,
-and most content words too. Used on every answer, whichever answerer wrote it.
+"""The output check: is a sentence supported by the passage it cites? Numbers, dates and names must stand in
+the passage, and most content words too. `check_answer` runs it on every answer, whichever answerer wrote it.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import replace
 
+from rag.documents import Answer
 from rag.lexical import tokenize
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -76,3 +78,44 @@ def _is_sentence_opener(sentence: str, name: str) -> bool:
     """A capitalised first word ('The', 'By') is not a name; only multi-word or mid-sentence ones are checked."""
     stripped = sentence.lstrip("-•* \"'“")
     return stripped.startswith(name) and " " not in name
+
+
+def check_answer(answer_: Answer, mode: str) -> Answer:
+    """The output filter: drop (or flag) sentences whose cited passage does not support them."""
+    if answer_.abstained:
+        return answer_
+    kept_citations = []
+    kept_parts = []
+    removed = 0
+    by_marker = {c.marker: c for c in answer_.citations}
+    passages = {r.chunk.chunk_id: r.chunk.text for r in answer_.retrieved}
+    for sentence in split_cited_sentences(answer_.text):
+        markers = [int(m) for m in re.findall(r"\[(\d+)\]", sentence)]
+        cited = [by_marker[m] for m in markers if m in by_marker]
+        reasons = [unsupported_reason(sentence, passages.get(c.chunk_id, c.quote)) for c in cited]
+        if cited and any(r is None for r in reasons):
+            kept_parts.append(sentence)
+            kept_citations.extend(c for c, r in zip(cited, reasons) if r is None)
+            continue
+        removed += 1
+        if mode == "flag":
+            kept_parts.append(f"{sentence} (unsupported: {reasons[0] if reasons and reasons[0] else 'no citation'})")
+            kept_citations.extend(cited)
+    if removed == 0:
+        return answer_
+    if not kept_citations:
+        return replace(answer_, text="The ingested documents do not support an answer to this question "
+                                     "(every sentence drafted was unsupported by its sources).",
+                       citations=(), abstained=True, reason="no sentence was supported by its cited passage",
+                       removed=removed)
+    notice = f"{removed} unsupported sentence{'s' if removed > 1 else ''} {'flagged' if mode == 'flag' else 'removed'}."
+    return replace(answer_, text=" ".join(kept_parts), citations=tuple(dict.fromkeys(kept_citations)),
+                   removed=removed, notices=answer_.notices + (notice,), reason=notice)
+
+
+def split_cited_sentences(text: str) -> list[str]:
+    """The answer cut after each group of markers: each piece is the text those markers cite; an uncited tail
+    is a piece of its own."""
+    pieces = [m.group(0).strip() for m in re.finditer(r".*?(?:\s*\[\d+\])+[.。]?", text.strip(), re.DOTALL)]
+    tail = re.sub(r"^.*(?:\[\d+\])+[.。]?", "", text.strip(), flags=re.DOTALL).strip() if pieces else text.strip()
+    return [p for p in pieces if p] + ([tail] if tail else [])

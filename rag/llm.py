@@ -15,6 +15,7 @@ from typing import Iterator
 
 from rag.documents import Answer, Citation
 from rag.errors import RagError
+from rag.grounding import split_cited_sentences
 from rag.chunking import sentence_spans
 from rag.lexical import tokenize
 from rag.questions import Question
@@ -105,8 +106,6 @@ def resolve_reply(reply: str, passages: list[Retrieved], fallback: Answer) -> An
         return replace(fallback, text=f"The ingested documents do not answer this question (the model found no "
                                       f"answer in the passages).", citations=(), abstained=True,
                        reason="the LLM found no answer in the passages", answerer="llm")
-    from rag.answer import split_cited_sentences
-
     by_rank = {p.rank: p for p in passages}
     citations: list[Citation] = []
     parts: list[str] = []
@@ -153,10 +152,14 @@ def rewrite_question(question: str, history: tuple[str, ...], settings) -> str |
 
 
 def _describe(exc: Exception) -> str:
+    """What went wrong, told by the exception's type (the HTTP clients' own classes), never by its wording."""
+    import httpx
+    import openai
+
     name = type(exc).__name__
-    if "Timeout" in name or isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException, openai.APITimeoutError)):
         return "it did not answer in time (RAG_LLM_TIMEOUT_S)"
-    if "Connection" in name:
+    if isinstance(exc, (ConnectionError, httpx.TransportError, openai.APIConnectionError)):
         return "its endpoint cannot be reached (RAG_LLM_BASE_URL)"
     status = getattr(exc, "status_code", None)
     if status:

@@ -81,7 +81,7 @@ class Peers:
             ranked = self._best_sentences(question, found)
             for name, count in ((READER_1, 1), (READER_2, 2)):
                 chosen = ranked[:count]
-                citations = [{"marker": n, "chunk_id": f"peer-{rank}", "doc_id": found[rank - 1][0], "text": sentence}
+                citations = [{"marker": n, "chunk_id": f"peer-{rank}", "doc_id": found[rank - 1][0], "quote": sentence}
                              for n, (rank, sentence) in enumerate(chosen, start=1)]
                 result[name] = _answer_dict(found, " ".join(s for _, s in chosen), citations)
         return result

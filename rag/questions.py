@@ -167,3 +167,43 @@ def rewrite_follow_up(question: str, history: tuple[str, ...]) -> str:
         opener = re.match(r"^\s*(how many|how much|when|who|which|what)\b", previous, re.IGNORECASE)
         opener = f"{opener.group(1)} " if opener else ""
     return f"{opener}{question.rstrip('?？ ')} ({' '.join(dict.fromkeys(carried))})?"
+
+
+_ACRONYM = re.compile(r"\b([A-Z]{2,8})s?\b")
+
+
+def expand_acronyms(question: str, texts: list[str]) -> str:
+    """The question with each acronym's spelled-out form from the texts added ("What must SMEs do?" and a passage
+    saying "Small and Medium Enterprises (SMEs)" -> "What must SMEs do? (Small and Medium Enterprises)"), so that
+    passages that spell it out are found too. Unchanged when no text defines its acronyms."""
+    found = []
+    for acronym in dict.fromkeys(m.group(1) for m in _ACRONYM.finditer(question)):
+        for text in texts:
+            expansion = _spelled_out(acronym, text)
+            if expansion and expansion.lower() not in question.lower():
+                found.append(expansion)
+                break
+    return f"{question} ({'; '.join(found)})" if found else question
+
+
+def _spelled_out(acronym: str, text: str) -> str | None:
+    """The words before "(ACRONYM)" whose initials spell it, stop words allowed between them."""
+    for match in re.finditer(rf"\(\s*{acronym}s?\s*\)", text):
+        words = re.findall(r"[\w'-]+", text[max(0, match.start() - 120):match.start()])
+        letters, taken = list(acronym.lower()), []
+        for word in reversed(words):
+            if not letters:
+                break
+            if word.lower() in STOP_WORDS or word.lower() in ("&",):
+                taken.append(word)
+                continue
+            if word[0].lower() != letters[-1]:
+                break
+            letters.pop()
+            taken.append(word)
+        if not letters:
+            phrase = " ".join(reversed(taken)).strip()
+            while phrase.split()[0].lower() in STOP_WORDS:
+                phrase = phrase.split(" ", 1)[1]
+            return phrase
+    return None

@@ -1,7 +1,8 @@
 """Which sentence answers the question: a logistic model over signals any text has, fitted on labelled sentences.
 
-The answerer computes one row of `FEATURES` per candidate sentence (rag.answer); the model turns it into the
-probability that the sentence holds the answer. The weights come from `bench/fit_selection.py` (`make fit`), fitted
+The answerer computes one row of `FEATURES` per candidate sentence (rag.answer); the sentence model turns it into
+the probability that the sentence holds the answer, and the answerable model turns the best candidates' figures
+(`question_features`) into the probability that the passages answer the question at all. The weights come from `bench/fit_selection.py` (`make fit`), fitted
 on the dev sets with folds held out by document, and are stored beside this module in `selection.json`; nothing
 here was set by hand. Evaluating the model needs numpy only.
 """
@@ -20,11 +21,14 @@ from rag.errors import RagError
 FEATURES = (
     "similarity",          # cosine of the sentence's stored vector and the question's
     "similarity_gap",      # how far below the best candidate's similarity
+    "translated_similarity",  # a Chinese question's dictionary translation against an English sentence (MiniLM)
     "similarity_rank",     # 1 / (1 + its rank by similarity among the candidates)
     "terms",               # share of the question's terms in the sentence
     "rare_terms",          # the same, each term weighed by its rarity among the candidates
     "heading_terms",       # share of the question's terms in the label or heading above the sentence
-    "type_fit",            # a figure for "how many", a date for "when", a name for "who", items for lists
+    # fit to the question's type, one feature per type so each weighs its own: a figure for "how many", a day
+    # (or a year, when a year is asked) for "when", a named body for "who", several items for lists
+    "type_fit_numeric", "type_fit_date", "type_fit_who", "type_fit_list",
     "figure_for_noun",     # a figure right before the counted noun
     "definition",          # "X is / means / refers to", or the sentence sits under the asked term
     "passage_rank",        # 1 / rank of its passage
@@ -34,39 +38,80 @@ FEATURES = (
     "block",               # a label with the bullet lines under it
     "truncated",           # ends in an ellipsis: a cut-off excerpt
     "cjk",                 # the question is Chinese (similarity from the multilingual model)
+    "terms_anywhere",      # share of the question's terms found in any candidate (the same for all of them)
     "kind_numeric", "kind_date", "kind_who", "kind_list", "kind_definition", "kind_condition", "kind_summary",
 )
+# Whether the passages answer the question at all, from its best candidates: the second model of selection.json.
+QUESTION_FEATURES = ("best_probability", "second_probability", "best_similarity", "best_terms", "best_rare_terms",
+                     "best_heading_terms", "best_type_fit", "log_candidates", "terms_anywhere", "cjk", "kind_numeric", "kind_date",
+                     "kind_who", "kind_list", "kind_definition", "kind_condition", "kind_summary")
 MODEL_PATH = Path(__file__).with_name("selection.json")
 
 
+def question_features(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """One row of QUESTION_FEATURES from a question's candidate rows (FEATURES) and their probabilities."""
+    if len(rows) == 0:
+        return np.zeros(len(QUESTION_FEATURES))
+    column = {name: rows[:, n] for n, name in enumerate(FEATURES)}
+    ranked = np.sort(probabilities)[::-1]
+    values = {"best_probability": ranked[0], "second_probability": ranked[1] if len(ranked) > 1 else 0.0,
+              "best_similarity": column["similarity"].max(), "best_terms": column["terms"].max(),
+              "best_rare_terms": column["rare_terms"].max(), "best_heading_terms": column["heading_terms"].max(),
+              "best_type_fit": max(column[f"type_fit_{kind}"].max() for kind in ("numeric", "date", "who", "list")), "log_candidates": np.log1p(len(rows)),
+              **{name: column[name][0] for name in QUESTION_FEATURES if name.startswith("kind_")
+                 or name in ("cjk", "terms_anywhere")}}
+    return np.asarray([values[name] for name in QUESTION_FEATURES], dtype=float)
+
+
 @dataclass(frozen=True)
-class SelectionModel:
-    """Standardise, then logistic: P(answer) = 1 / (1 + exp(-(w . (x - mean) / scale + bias)))."""
+class Logistic:
+    """Standardise, then logistic: P = 1 / (1 + exp(-(w . (x - mean) / scale + bias)))."""
 
     weights: np.ndarray
     bias: float
     mean: np.ndarray
     scale: np.ndarray
-    abstain_below: float  # the calibrated probability under which the best sentence does not answer
-    fitted_on: dict
 
     def probability(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
             return np.zeros(0)
-        logits = ((rows - self.mean) / self.scale) @ self.weights + self.bias
+        logits = ((np.atleast_2d(rows) - self.mean) / self.scale) @ self.weights + self.bias
         return 1.0 / (1.0 + np.exp(-logits))
 
+    def to_json(self, features: tuple[str, ...]) -> dict:
+        return {"features": list(features), "weights": self.weights.round(6).tolist(), "bias": round(self.bias, 6),
+                "mean": self.mean.round(6).tolist(), "scale": self.scale.round(6).tolist()}
+
+
+def _logistic(record: dict, features: tuple[str, ...], where: str) -> Logistic:
+    if record.get("features") != list(features):
+        raise RagError(f"{where} was fitted on other features than this version computes; run `make fit`")
+    return Logistic(np.asarray(record["weights"], float), float(record["bias"]), np.asarray(record["mean"], float),
+                    np.asarray(record["scale"], float))
+
+
+@dataclass(frozen=True)
+class SelectionModel:
+    sentence: Logistic  # P(this sentence holds the answer)
+    answerable: Logistic  # P(the passages answer the question), from its candidates
+    abstain_below: float  # the calibrated answerable probability under which the answer abstains
+    fitted_on: dict
+
+    def probability(self, rows: np.ndarray) -> np.ndarray:
+        return self.sentence.probability(rows)
+
+    def answerable_probability(self, rows: np.ndarray, probabilities: np.ndarray) -> float:
+        return float(self.answerable.probability(question_features(rows, probabilities))[0])
+
     def to_json(self) -> dict:
-        return {"features": list(FEATURES), "weights": self.weights.round(6).tolist(), "bias": round(self.bias, 6),
-                "mean": self.mean.round(6).tolist(), "scale": self.scale.round(6).tolist(),
+        return {"sentence": self.sentence.to_json(FEATURES), "answerable": self.answerable.to_json(QUESTION_FEATURES),
                 "abstain_below": round(self.abstain_below, 4), "fitted_on": self.fitted_on}
 
 
 def model_from_json(record: dict, where: str = "selection model") -> SelectionModel:
-    if record.get("features") != list(FEATURES):
-        raise RagError(f"{where} was fitted on other features than this version computes; run `make fit`")
-    return SelectionModel(np.asarray(record["weights"], float), float(record["bias"]), np.asarray(record["mean"], float),
-                          np.asarray(record["scale"], float), float(record["abstain_below"]), record.get("fitted_on", {}))
+    return SelectionModel(_logistic(record["sentence"], FEATURES, where),
+                          _logistic(record["answerable"], QUESTION_FEATURES, where),
+                          float(record["abstain_below"]), record.get("fitted_on", {}))
 
 
 @lru_cache(maxsize=4)

@@ -117,7 +117,7 @@ def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progre
     from rag.answer import answer
     from rag.embedding import embedders
     from rag.ingest import ingest
-    from rag.peers import RETRIEVAL_ONLY, Peers, model_path
+    from rag.peers import RETRIEVAL_ONLY
     from rag.store import Store
 
     corpus = chosen.corpus
@@ -149,15 +149,7 @@ def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progre
         store.close()
     systems = {"this project": rows}
     if peers:
-        progress(f"{chosen.name}: peers")
-        built = Peers(corpus, chosen.k, model_path(settings))
-        with_reader = any(q.key_facts for q in questions)
-        try:
-            for question in questions:
-                for name, result in built.answers(question.question, with_reader).items():
-                    systems.setdefault(name, []).append(score_question(question, result, 0.0))
-        finally:
-            built.close()
+        systems.update(_peer_rows(chosen, corpus, questions, settings, store_root, progress))
     summaries = {name: summarise(found) for name, found in systems.items()}
     for name in RETRIEVAL_ONLY:  # they retrieve, they do not answer
         if name in summaries:
@@ -169,6 +161,35 @@ def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progre
                                "mean_words": None if name in RETRIEVAL_ONLY else mean_words(found)}
                         for name, found in systems.items()},
             "rows": rows}
+
+
+def _peer_rows(chosen: SuiteSet, corpus: Path, questions: list[GoldenQuestion], settings, store_root: Path,
+               progress: Callable[[str], None]) -> dict[str, list[dict]]:
+    """The peers' scored rows, cached under the store root: they depend only on the questions, the corpus, k and
+    the peers' own code, none of which a change to this project touches."""
+    from rag import peers
+    from rag.peers import Peers, model_path
+
+    digest = hashlib.sha256()
+    for part in [Path(peers.__file__), *_files(corpus)]:
+        digest.update(part.read_bytes())
+    digest.update(json.dumps([q.question for q in questions] + [q.answerable for q in questions]
+                             + [chosen.k, model_path(settings)]).encode())
+    cache = store_root / f"peers-{digest.hexdigest()[:16]}.json"
+    if cache.exists():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    progress(f"{chosen.name}: peers")
+    built = Peers(corpus, chosen.k, model_path(settings))
+    with_reader = any(q.key_facts for q in questions)
+    systems: dict[str, list[dict]] = {}
+    try:
+        for question in questions:
+            for name, result in built.answers(question.question, with_reader).items():
+                systems.setdefault(name, []).append(score_question(question, result, 0.0))
+    finally:
+        built.close()
+    cache.write_text(json.dumps(systems, ensure_ascii=False), encoding="utf-8")
+    return systems
 
 
 def run_suite(sets: list[SuiteSet], settings, store_root: Path, *, peers: bool = True,

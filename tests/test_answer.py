@@ -90,7 +90,7 @@ def test_list_of_bullets_is_quoted_as_a_block(seeded):
     ("How many humanoid robots are to be deployed in factories by 2027?", "give no number"),
     ("How much money, in yuan, is in the National Artificial Intelligence Industry Investment Fund?", "currency"),
     ("What targets has the United States set in its own AI manufacturing plan for 2027?", "United States"),
-    ("How do I bake sourdough bread?", "likely to answer"),
+    ("How do I bake sourdough bread?", "unlikely to answer"),
 ])
 def test_absent_topics_abstain_and_show_related_passages(seeded, question, reason):
     result = ask(seeded, question)
@@ -172,7 +172,7 @@ def test_empty_and_overlong_questions_are_refused(seeded):
 def test_json_shape(seeded):
     data = ask(seeded, "How many industrial datasets are to be built by 2027?").to_dict()
     assert set(data) >= {"question", "answer", "abstained", "citations", "retrieved", "timings"}
-    assert data["citations"][0]["marker"] == 1 and "100" in data["citations"][0]["text"]
+    assert data["citations"][0]["marker"] == 1 and "100" in data["citations"][0]["quote"]
     assert [r["rank"] for r in data["retrieved"]] == list(range(1, len(data["retrieved"]) + 1))
 
 

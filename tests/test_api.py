@@ -67,7 +67,7 @@ def test_whole_answer_carries_verbatim_citations(client, server):
     assert fields["citations"], fields
     for citation in fields["citations"]:
         assert f"[{citation['marker']}]" in content
-        assert document_text(server, citation["doc_id"])[citation["start"]:citation["end"]] == citation["text"]
+        assert document_text(server, citation["doc_id"])[citation["start"]:citation["end"]] == citation["quote"]
         assert set(citation) >= {"marker", "doc_id", "title", "section", "text", "start", "end", "published"}
 
 
@@ -241,5 +241,5 @@ def test_llm_answerer_streams_its_tokens_and_ends_with_the_checked_answer(env, t
     last = extra(chunks[-1])
     assert "40 chip fabs" in streamed and len(chunks) > 4
     assert "100 high-quality industrial datasets" in last["answer"] and "40 chip fabs" not in last["answer"]
-    assert last["citations"][0]["doc_id"] == OPINIONS and "100" in last["citations"][0]["text"]
+    assert last["citations"][0]["doc_id"] == OPINIONS and "100" in last["citations"][0]["quote"]
     assert any("unsupported sentence" in notice for notice in last["notices"])

@@ -17,12 +17,9 @@ from conftest import ROOT, make_settings
 
 POLICY = ROOT / "tests" / "fixtures" / "linjiang-data-centre-energy-measures.md"
 CHINESE_END = ("。", "！", "？", "；")
-# The answerer (rag/answer.py) finds no figure or date in Chinese sentences: its patterns want word boundaries
-# ("\b(19|20)\d{2}\b", a figure as a whole word) that unspaced Chinese text never has ("不得高于1.25",
-# "自2025年7月1日"); and an English question's sentences are scored with MiniLM vectors even when the passage is
-# Chinese, so its best support stays under the abstention threshold. Reported to the lead; these pass once fixed.
-FIGURES_IN_CHINESE = "answer.py finds no figure or date in unspaced Chinese sentences (word-boundary patterns)"
-ENGLISH_OVER_CHINESE = "answer.py scores an English question's Chinese sentences with MiniLM: support under threshold"
+# An English question about a Chinese document finds its clause, but its answer is not yet right: no term of
+# the question is in the Chinese sentences, and the selection model learned from few such pairs.
+ENGLISH_OVER_CHINESE = "an English question's Chinese answer sentence is not chosen or not trusted yet"
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +74,9 @@ def unanswered(reason: str, *values):
     ("数据中心应当在每年几月几日前报送能耗数据？", "3月31日"),
     ("本办法的有效期是几年？", "有效期5年"),
     ("单机柜平均功率在20千瓦以上的新建数据中心应当采用什么技术？", "液冷"),
-    unanswered(FIGURES_IN_CHINESE, "新建数据中心的电能利用效率不得高于多少？", "1.25"),
-    unanswered(FIGURES_IN_CHINESE, "单个节能改造项目的奖励最高是多少？", "300万元"),
-    unanswered(FIGURES_IN_CHINESE, "本办法自何时起施行？", "2025年7月1日"),
+    ("新建数据中心的电能利用效率不得高于多少？", "1.25"),
+    ("单个节能改造项目的奖励最高是多少？", "300万元"),
+    ("本办法自何时起施行？", "2025年7月1日"),
     unanswered(ENGLISH_OVER_CHINESE, "What is the maximum PUE for new data centres?", "1.25"),
     unanswered(ENGLISH_OVER_CHINESE, "What is the maximum reward for a single energy-saving retrofit project?", "300万元"),
 ])

@@ -36,7 +36,7 @@ def answer_dict(text="The plan will create 100 high-quality industrial datasets 
                  for i, t in enumerate(chunks, start=1)]
     if citations is None:
         citations = [] if abstained else [{"marker": 1, "chunk_id": "c1", "doc_id": "d",
-                                           "text": "it will create 100 high‑quality industrial datasets"}]
+                                           "quote": "it will create 100 high‑quality industrial datasets"}]
     return {"answer": text, "abstained": abstained, "retrieved": retrieved, "citations": citations}
 
 
@@ -84,7 +84,7 @@ def test_abstention_metrics_on_unanswerable_questions():
 
 def test_citation_not_verbatim_in_its_chunk_is_imprecise():
     row = score_question(question(), answer_dict(citations=[{"marker": 1, "chunk_id": "c1", "doc_id": "d",
-                                                              "text": "it will create 250 datasets"}]), 1)
+                                                              "quote": "it will create 250 datasets"}]), 1)
     assert row["citations"][0]["precise"] is False
 
 
@@ -157,3 +157,10 @@ def test_eval_command_writes_reports_and_fails_under_threshold(tmp_path):
     again = subprocess.run(command + ["--compare", str(tmp_path / "report" / "report.json")], cwd=ROOT, env=env,
                            capture_output=True, text=True)
     assert again.returncode == 0 and "before" in again.stdout
+
+
+def test_percentile_is_the_nearest_rank():
+    values = [float(v) for v in range(1, 21)]  # 20 values: p95 is the 19th, not the maximum
+    assert percentile(values, 95) == 19.0
+    assert percentile(values, 50) == 10.0
+    assert percentile([3.0], 95) == 3.0

@@ -170,3 +170,17 @@ def test_follow_up_is_rewritten_by_the_llm(seeded, server, monkeypatch):
     assert result.question == "How many typical application scenarios are to be promoted by 2027?"
     assert "Follow-up: and scenarios?" in server.requests[0]["messages"][-1]["content"]
     assert "500" in result.text
+
+
+def test_failures_are_told_by_their_type_not_their_wording():
+    import httpx
+    import openai
+
+    from rag.llm import _describe
+
+    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    assert "in time" in _describe(openai.APITimeoutError(request=request))
+    assert "cannot be reached" in _describe(openai.APIConnectionError(request=request))
+    assert "cannot be reached" in _describe(httpx.ConnectError("refused"))
+    # a reply whose text mentions a timeout is still a malformed reply, not a timeout
+    assert "malformed" in _describe(ValueError("the model wrote: connection timeout"))
