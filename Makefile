@@ -54,6 +54,7 @@ SCALE_SIZES ?= 10000,100000
 SCALE_ENGINES ?= embedded,server
 
 bench: setup
+	$(BIN)/python bench/cli_speed.py
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/backends.py
 	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)

@@ -50,7 +50,7 @@ def import_store(path: Path, settings, store: Store) -> int:
         raise RagError(f"{path} cannot be read as an export ({exc}); give a file written by `rag export`") from None
     if header.get("format") != EXPORT_FORMAT or header.get("version") != EXPORT_VERSION:
         raise RagError(f"{path} is not a `rag export` file of version {EXPORT_VERSION} (header: {lines[0][:120] if lines else ''!r})")
-    key = config_key(settings, store)
+    key = config_key(settings, store.model_names())
     prepared = []
     for number, line in enumerate(lines[1:], start=2):
         try:

@@ -20,27 +20,23 @@ def _open_store(settings, *, with_models: bool = True):
     from rag.embedding import embedders
     from rag.store import Store
 
-    return Store.open(settings, embedders(settings) if with_models else None)
+    return _warned(Store.open(settings, embedders(settings) if with_models else None))
+
+
+def _warned(store):
+    """The store, once what its count check found wrong is shown."""
+    for problem in store.problems:
+        errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+    return store
 
 
 def cmd_ingest(args, settings) -> int:
     from rag import ingest as ingest_module
 
-    if args.rebuild:
-        from rag.store import Store
-
-        Store.reset(settings)
-    store = _open_store(settings)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[chunks]} chunks"), TimeElapsedColumn())
-    with Progress(*columns, console=errors, transient=True) as bar:
-        task = bar.add_task("ingesting", total=None, chunks=0)
-
-        def show(state: ingest_module.Progress) -> None:
-            bar.update(task, total=state.files_total, completed=state.files_done, chunks=state.chunks_done)
-
-        report = ingest_module.ingest(args.paths or [Path("corpus")], settings, store, prune=args.prune,
-                                      progress=ingest_module.Progress(on_change=show))
+    paths = args.paths or [Path("corpus")]
+    report = None if args.rebuild else ingest_module.unchanged_report(paths, settings, prune=args.prune)
+    if report is None:
+        report = _ingest(ingest_module, paths, args, settings)
     for failure in report.failures:
         errors.print(f"[red]failed[/red] {failure.message}", markup=True, highlight=False)
     summary = Table(title="Ingest")
@@ -54,13 +50,35 @@ def cmd_ingest(args, settings) -> int:
     return 0 if report.ok else 1
 
 
+def _ingest(ingest_module, paths: list[Path], args, settings):
+    if args.rebuild:
+        from rag.store import Store
+
+        Store.reset(settings)
+    store = _open_store(settings)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[chunks]} chunks"), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True) as bar:
+        task = bar.add_task("ingesting", total=None, chunks=0)
+
+        def show(state: ingest_module.Progress) -> None:
+            bar.update(task, total=state.files_total, completed=state.files_done, chunks=state.chunks_done)
+
+        return ingest_module.ingest(paths, settings, store, prune=args.prune,
+                                    progress=ingest_module.Progress(on_change=show))
+
+
 def cmd_docs(args, settings) -> int:
-    store = _open_store(settings, with_models=False)
-    table = Table(title=f"{len(store.documents())} documents in {settings.chroma_url or settings.data_dir}")
+    from rag.store import catalog_listing
+
+    documents, problems = catalog_listing(settings)
+    for problem in problems:
+        errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+    table = Table(title=f"{len(documents)} documents in {settings.chroma_url or settings.data_dir}")
     table.add_column("doc_id", no_wrap=True)  # whole, so it can be copied into `rag remove`
     for column in ("title", "language", "published", "chunks", "flags", "path"):
         table.add_column(column, overflow="fold")
-    for doc in store.documents():
+    for doc in documents:
         table.add_row(doc.doc_id, doc.title, doc.language, doc.published or "-", str(doc.chunks),
                       ", ".join(doc.flags) or "-", doc.path)
     console.print(table)
@@ -83,9 +101,11 @@ def cmd_ask(args, settings) -> int:
     import json
 
     from rag.answer import answer
-    from rag.store import Filters
+    from rag.embedding import embedders
+    from rag.store import Filters, Store
 
-    store = _open_store(settings)
+    store = _warned(Store.open_to_ask(settings, embedders(settings)))
+    store.check_doc_ids(args.doc)
     result = answer(args.question, settings, store=store, k=args.k, answerer=args.answerer,
                     filters=Filters(doc_ids=tuple(args.doc)) if args.doc else None)
     if args.json:
@@ -219,6 +239,12 @@ def cmd_feedback_export(args, settings) -> int:
     return 0
 
 
+def _passages(text: str) -> int:
+    if not text.strip().lstrip("-").isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of passages from 1 to 100; give e.g. --k 5")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Cited answers from policy documents.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="answer a question with citations")
     ask.add_argument("question")
-    ask.add_argument("--k", type=int, help="passages to retrieve (default RAG_K)")
+    ask.add_argument("--k", type=_passages, help="passages to retrieve, 1 to 100 (default RAG_K)")
     ask.add_argument("--doc", action="append", default=[], metavar="DOC_ID", help="only these documents (repeatable)")
     ask.add_argument("--answerer", choices=["extractive", "llm"])
     ask.add_argument("--json", action="store_true", help="print the Answer as JSON")

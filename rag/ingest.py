@@ -19,11 +19,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
-from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes
+from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes, model_names
 from rag.errors import LoadError, RagError
-from rag.lexical import TOKENIZER_VERSION
+from rag.lexical import TOKENIZER_VERSION, LexicalIndex
 from rag.loaders import file_sha256, load_document
-from rag.store import INDEX_LAYOUT, MAIN_INDEX, PreparedDocument, Store, index_entries, lexical_tokens
+from rag.store import (INDEX_LAYOUT, MAIN_INDEX, Catalog, PreparedDocument, Store, count_problems, index_entries,
+                       index_keys, lexical_tokens, vectors_on_disk)
 
 # Chunks embedded and written together: large enough for efficient batches, small enough to commit often.
 GROUP_CHUNKS = 512
@@ -74,9 +75,9 @@ class Progress:
             self.on_change(self)
 
 
-def config_key(settings, store: Store) -> str:
-    """Everything besides the file's bytes that decides its chunks and vectors."""
-    models = ",".join(f"{key}={index.embedder.name}" for key, index in sorted(store.indexes.items()))
+def config_key(settings, model_names: dict[str, str]) -> str:
+    """Everything besides the file's bytes that decides its chunks and vectors; `model_names` by index."""
+    models = ",".join(f"{key}={name}" for key, name in sorted(model_names.items()))
     return (f"chunker{CHUNKER_VERSION}|lex{TOKENIZER_VERSION}|layout{INDEX_LAYOUT}|"
             f"{settings.chunk_tokens}/{settings.chunk_overlap}|{models}")
 
@@ -107,6 +108,7 @@ def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool =
     roots = [Path(p) for p in paths]
     progress = progress or Progress()
     with store.writer(timeout_s=settings.lock_timeout_s):
+        store.find_incomplete()
         files = list(discover(roots))
         progress.update(files_total=len(files))
         outcomes, written = _ingest_files(files, settings, store, progress)
@@ -116,6 +118,38 @@ def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool =
     return IngestReport(tuple(outcomes), time.perf_counter() - started, written)
 
 
+def unchanged_report(paths: Iterable[Path | str], settings, *, prune: bool = False) -> IngestReport | None:
+    """The report of an ingest that would change nothing, found from the catalog, the file hashes and the
+    vector counts alone, without a Chroma client or a model (both cost more than the whole check); None when
+    something may need doing, or when it cannot tell (a Chroma server), and a real ingest must run."""
+    started = time.perf_counter()
+    roots = [Path(p) for p in paths]
+    if settings.chroma_url or not settings.catalog_path.exists():
+        return None
+    catalog = Catalog(settings.catalog_path)
+    try:
+        found = vectors_on_disk(settings)
+        if (catalog.has_pending() or found is None
+                or LexicalIndex.live_generation(settings.lexical_dir) != f"gen-{catalog.generation()}"
+                or count_problems(settings, catalog.expected_vectors(), found, index_keys(settings))):
+            return None
+        key = config_key(settings, model_names(settings))
+        stored = catalog.file_states()
+        outcomes: list[FileOutcome] = []
+        seen: set[str] = set()
+        for path, _root in discover(roots):
+            doc_id, sha256, stored_key = stored.get(os.path.realpath(path), (None, None, None))
+            if stored_key != key or doc_id in seen or file_sha256(path) != sha256:
+                return None
+            seen.add(doc_id)
+            outcomes.append(FileOutcome(str(path), "unchanged", doc_id))
+        if prune and _gone(roots, {doc_id: path for path, (doc_id, _, _) in stored.items()}, seen):
+            return None
+    finally:
+        catalog.close()
+    return IngestReport(tuple(outcomes), time.perf_counter() - started)
+
+
 @dataclass(frozen=True)
 class _Parsed:
     prepared: PreparedDocument | None
@@ -123,7 +157,7 @@ class _Parsed:
 
 
 def _ingest_files(files, settings, store: Store, progress: Progress) -> tuple[list[FileOutcome], int]:
-    key = config_key(settings, store)
+    key = config_key(settings, store.model_names())
     stored_paths = store.stored_paths()
     known_paths = {path: doc_id for doc_id, path in stored_paths.items()}
     parsed: queue.Queue = queue.Queue(maxsize=64)
@@ -277,13 +311,16 @@ def embed_and_write_documents(documents: list[PreparedDocument], store: Store) -
 
 def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:
     """Remove documents whose file was under one of the ingested folders and is gone."""
-    folders = [str(root.resolve()) + os.sep for root in roots if root.is_dir()]
-    gone = [
-        (doc_id, path) for doc_id, path in store.stored_paths().items()
-        if doc_id not in seen and any(path.startswith(folder) for folder in folders) and not os.path.exists(path)
-    ]
+    gone = _gone(roots, store.stored_paths(), seen)
     removed = set(store.remove(doc_id for doc_id, _ in gone))
     return [FileOutcome(path, "removed", doc_id, message="its file is gone") for doc_id, path in gone if doc_id in removed]
+
+
+def _gone(roots: list[Path], stored_paths: dict[str, str], seen: set[str]) -> list[tuple[str, str]]:
+    """(doc_id, path) of the stored documents not `seen` whose file was under one of the folders and is gone."""
+    folders = [str(root.resolve()) + os.sep for root in roots if root.is_dir()]
+    return [(doc_id, path) for doc_id, path in stored_paths.items()
+            if doc_id not in seen and any(path.startswith(folder) for folder in folders) and not os.path.exists(path)]
 
 
 def remove_documents(names: Iterable[str], store: Store) -> tuple[list[str], list[str]]:

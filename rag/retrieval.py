@@ -74,7 +74,7 @@ def search(store: Store, settings, question: str, *, k: int | None = None, filte
         scope = filters or Filters()
         if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
             scope = Filters(scope.doc_ids, "zh", scope.published_from, scope.published_to)
-        if scope.language in (None, "zh") or cjk_question:
+        if cjk_question or store.document_count(scope):  # no Chinese document: the model need not even load
             vector = multilingual.embed_query(question)
             runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
     timings["multilingual_ms"] = _ms(started)
