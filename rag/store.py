@@ -863,7 +863,7 @@ def _fresh_embedded_client(settings):
 
 
 # What the OS, SQLite and Chroma say when the disk (or the file size limit) refuses a write.
-_DISK_FULL = ("no space left", "disk is full", "file too large", "errno 28", "errno 27", "quota exceeded")
+_DISK_FULL = ("no space left", "disk is full", "file too large", "disk i/o error", "errno 28", "errno 27", "quota exceeded")
 
 
 @contextlib.contextmanager
