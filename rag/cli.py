@@ -198,8 +198,13 @@ def cmd_export(args, settings) -> int:
 def cmd_import(args, settings) -> int:
     from rag.backup import import_store
 
-    count = import_store(args.path, settings, _open_store(settings))
-    console.print(f"imported {count} documents from {args.path}", markup=False)
+    report = import_store(args.path, settings, _open_store(settings), replace=args.replace, merge=args.merge)
+    console.print(f"imported {len(report.imported)} documents from {args.path}", markup=False)
+    if report.replaced:
+        console.print(f"replaced {len(report.replaced)} stored documents: {', '.join(report.replaced)}", markup=False)
+    if report.removed:
+        console.print(f"removed {len(report.removed)} documents not in the export: {', '.join(report.removed)}",
+                      markup=False)
     return 0
 
 
@@ -288,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     restore = commands.add_parser("import", help="re-create the store from an export, re-embedding it")
     restore.add_argument("path", type=Path)
+    into_a_full_store = restore.add_mutually_exclusive_group()
+    into_a_full_store.add_argument("--replace", action="store_true", help="the store holds only the export afterwards")
+    into_a_full_store.add_argument("--merge", action="store_true",
+                                   help="add the export's documents, replacing stored ones of the same doc_id")
     restore.set_defaults(run=cmd_import)
 
     serve = commands.add_parser("serve", help="start the chat page (models loaded before the first visitor)")

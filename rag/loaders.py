@@ -25,7 +25,7 @@ DOCX_MAX_EXPANSION = 100
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_DOC_ID = re.compile(r"^[\w][\w.\-/]{0,199}$")
+_DOC_ID = re.compile(r"[\w][\w.\-/]{0,199}")  # fullmatch: "$" would let a final newline through
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+\S")
 _NUMBERED_HEADING = re.compile(r"^(\d{1,3}(?:\.\d{1,3})*)\.?[ \t]+\S")
@@ -54,7 +54,7 @@ def derive_doc_id(path: Path, root: Path | None) -> str:
 
 
 def validate_doc_id(doc_id: str, where: str) -> str:
-    if not _DOC_ID.match(doc_id) or any(part in ("", ".", "..") for part in doc_id.split("/")):
+    if not _DOC_ID.fullmatch(doc_id) or any(part in ("", ".", "..") for part in doc_id.split("/")):
         raise LoadError(
             f"{where}: doc_id {doc_id!r} is not allowed: use letters, digits, '.', '-', '_' and '/' "
             "(no empty, '.' or '..' parts, at most 200 characters)"

@@ -100,3 +100,13 @@ def test_ask_refuses_an_unknown_doc(env):
     done = rag(env, "ask", "How many industrial datasets by 2027?", "--doc", "nosuchdoc")
     assert done.returncode == 2 and "No stored document has the doc_id 'nosuchdoc'; `rag docs` lists" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_import_into_a_full_store_asks_for_replace_or_merge_then_says_what_it_replaced(env, tmp_path):
+    backup = tmp_path / "backup.jsonl"
+    assert rag(env, "export", str(backup)).returncode == 0
+    refused = rag(env, "import", str(backup))
+    assert refused.returncode == 2 and "already holds 2 documents; nothing was imported" in refused.stderr
+    merged = rag(env, "import", str(backup), "--merge")
+    assert merged.returncode == 0, merged.stderr
+    assert "imported 2 documents" in merged.stdout and "replaced 2 stored documents: blueprint-2027" in merged.stdout
