@@ -22,7 +22,7 @@ from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
 from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes, model_names
 from rag.errors import LoadError, RagError
 from rag.lexical import TOKENIZER_VERSION, LexicalIndex
-from rag.loaders import file_sha256, load_document
+from rag.loaders import check_inside_root, file_sha256, load_document, stored_path, within
 from rag.store import (INDEX_LAYOUT, MAIN_INDEX, Catalog, PreparedDocument, Store, count_problems, index_entries,
                        index_keys, lexical_tokens, vectors_on_disk)
 
@@ -38,6 +38,7 @@ class FileOutcome:
     doc_id: str = ""
     chunks: int = 0
     message: str = ""
+    retired: str = ""  # the doc_id this file was stored under before, when it changed
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool =
         files = list(discover(roots))
         progress.update(files_total=len(files))
         outcomes, written = _ingest_files(files, settings, store, progress)
+        outcomes.extend(_retire(outcomes, store))
         if prune:
             outcomes.extend(_prune(roots, store, {o.doc_id for o in outcomes if o.doc_id}))
         store.refresh_lexical()
@@ -137,8 +139,10 @@ def unchanged_report(paths: Iterable[Path | str], settings, *, prune: bool = Fal
         stored = catalog.file_states()
         outcomes: list[FileOutcome] = []
         seen: set[str] = set()
-        for path, _root in discover(roots):
-            doc_id, sha256, stored_key = stored.get(os.path.realpath(path), (None, None, None))
+        for path, root in discover(roots):
+            if root is not None and not settings.allow_links_out and stored_path(path, root) != os.path.realpath(path):
+                return None  # a link out of its folder: the real ingest reports it
+            doc_id, sha256, stored_key = stored.get(stored_path(path, root), (None, None, None))
             if stored_key != key or doc_id in seen or file_sha256(path) != sha256:
                 return None
             seen.add(doc_id)
@@ -209,19 +213,20 @@ def _parse(path: Path, root: Path | None, settings, store: Store, key: str, know
            stored_paths: dict[str, str], claimed: dict[str, str]) -> _Parsed:
     where = str(path)
     try:
-        resolved = os.path.realpath(path)
-        known = known_paths.get(resolved)
+        check_inside_root(path, root, settings.allow_links_out)
+        known = known_paths.get(stored_path(path, root))
         if known and path.is_file() and store.unchanged(known, file_sha256(path), key):
             claimed[known] = where
             return _Parsed(None, FileOutcome(where, "unchanged", known))
         document = load_document(path, root=root, max_file_mb=settings.max_file_mb)
         owner = claimed.get(document.doc_id) or _living_owner(document, stored_paths)
         if owner:
-            raise LoadError(
-                f"{where}: doc_id {document.doc_id!r} is already used by {owner}; "
-                "give one of them its own doc_id in the front matter"
-            )
+            fix = ("give one of them its own doc_id in the front matter" if path.suffix.lower() in (".md", ".markdown")
+                   else "rename one of the files (a doc_id is the file's path below the folder ingested)")
+            raise LoadError(f"{where}: doc_id {document.doc_id!r} is already used by {owner}; {fix}")
         claimed[document.doc_id] = where
+        # The file was stored under another doc_id (its front matter's changed): that one is retired.
+        retired = known if known and known != document.doc_id else ""
         if store.unchanged(document.doc_id, document.file_sha256, key):
             store.touch_path(document.doc_id, document.path)
             return _Parsed(None, FileOutcome(where, "unchanged", document.doc_id))
@@ -229,7 +234,7 @@ def _parse(path: Path, root: Path | None, settings, store: Store, key: str, know
         units = [sentence_units(c.text, c.section) for c in chunks]
         prepared = PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], units, {}, key)
         status = "updated" if store.find(document.doc_id) else "added"
-        return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks)))
+        return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks), retired=retired))
     except RagError as exc:
         return _Parsed(None, FileOutcome(where, "failed", message=str(exc)))
     except Exception as exc:  # one bad file must never stop the batch, whatever a parser library raises
@@ -316,11 +321,21 @@ def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]
     return [FileOutcome(path, "removed", doc_id, message="its file is gone") for doc_id, path in gone if doc_id in removed]
 
 
+def _retire(outcomes: list[FileOutcome], store: Store) -> list[FileOutcome]:
+    """Remove the doc_ids that files were stored under before their front matter gave them new ones."""
+    claimed = {o.doc_id for o in outcomes if o.doc_id}
+    retired = {o.retired: o for o in outcomes if o.retired and o.retired not in claimed and o.status != "failed"}
+    removed = store.remove(retired) if retired else []
+    return [FileOutcome(retired[doc_id].path, "removed", doc_id, message=f"its file now has the doc_id "
+                        f"{retired[doc_id].doc_id!r}") for doc_id in removed]
+
+
 def _gone(roots: list[Path], stored_paths: dict[str, str], seen: set[str]) -> list[tuple[str, str]]:
     """(doc_id, path) of the stored documents not `seen` whose file was under one of the folders and is gone."""
-    folders = [str(root.resolve()) + os.sep for root in roots if root.is_dir()]
+    # Real paths, and the folders as given for the links out of them (see `stored_path`).
+    folders = [folder for root in roots if root.is_dir() for folder in (os.path.realpath(root), os.path.abspath(root))]
     return [(doc_id, path) for doc_id, path in stored_paths.items()
-            if doc_id not in seen and any(path.startswith(folder) for folder in folders) and not os.path.exists(path)]
+            if doc_id not in seen and any(within(path, folder) for folder in folders) and not os.path.exists(path)]
 
 
 def remove_documents(names: Iterable[str], store: Store) -> tuple[list[str], list[str]]:

@@ -421,9 +421,9 @@ class Store:
         """The doc_id named by an id or a file path, if stored."""
         with self.catalog.snapshot() as db:
             row = db.execute("SELECT doc_id FROM documents WHERE doc_id=?", (doc_id_or_path,)).fetchone()
-            if row is None:
-                resolved = str(Path(doc_id_or_path).expanduser().resolve())
-                row = db.execute("SELECT doc_id FROM documents WHERE path=?", (resolved,)).fetchone()
+            path = Path(doc_id_or_path).expanduser()
+            for stored in (str(path.resolve()), os.path.abspath(path)):  # a link out of its folder: its own path
+                row = row or db.execute("SELECT doc_id FROM documents WHERE path=?", (stored,)).fetchone()
         return row[0] if row else None
 
     def unchanged(self, doc_id: str, file_sha256: str, config_key: str) -> bool:
