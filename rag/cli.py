@@ -234,7 +234,9 @@ def cmd_feedback_export(args, settings) -> int:
 
     from rag.feedback import export_candidates
 
-    candidates = export_candidates(settings.data_dir / "feedback.jsonl")
+    candidates, skipped = export_candidates(settings.data_dir / "feedback.jsonl")
+    for note in skipped:
+        errors.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     lines = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in candidates)
     if args.out:
         args.out.write_text(lines, encoding="utf-8")
