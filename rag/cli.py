@@ -216,7 +216,10 @@ def cmd_serve(args, settings) -> int:
     from rag.answer import answer
     from rag.lexical import tokenize
 
-    store = _open_store(settings)
+    from rag.embedding import embedders
+    from rag.store import Store
+
+    store = _warned(Store.open(settings, embedders(settings, loaded=True)))
     tokenize("预热 warm-up")
     if store.documents():
         answer("How many datasets will be built?", settings, store=store)

@@ -566,11 +566,14 @@ def model_names(settings) -> dict[str, str]:
     return names
 
 
-def embedders(settings) -> dict[str, Embedder]:
+def embedders(settings, *, loaded: bool = False) -> dict[str, Embedder]:
     """The store's embedders by index name: the main model, and the multilingual one unless disabled; each
-    loads when first used."""
+    loads when first used, or at once when `loaded` (the chat, which should not make its first visitor wait)."""
     from rag.store import MAIN_INDEX
 
-    return {key: LazyEmbedder(name, lambda: main_embedder(settings)) if key == MAIN_INDEX
-            else LazyEmbedder(name, lambda: multilingual_embedder(settings), _multilingual_kind(settings).dim)
-            for key, name in model_names(settings).items()}
+    found = {key: LazyEmbedder(name, lambda: main_embedder(settings)) if key == MAIN_INDEX
+             else LazyEmbedder(name, lambda: multilingual_embedder(settings), _multilingual_kind(settings).dim)
+             for key, name in model_names(settings).items()}
+    for embedder in found.values() if loaded else ():
+        embedder.loaded
+    return found

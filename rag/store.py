@@ -338,7 +338,7 @@ class Store:
         asking creates nothing."""
         empty = (f"The store in {settings.chroma_url or settings.data_dir} holds no documents: run "
                  "`rag ingest corpus/` (or the folder of your documents) first")
-        if not settings.chroma_url and not settings.catalog_path.exists():
+        if not settings.catalog_path.exists():  # the catalog is in the data dir with a Chroma server too
             raise StoreError(empty)
         store = cls.open(settings, embedders)
         if not store.document_count():

