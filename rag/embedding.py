@@ -104,8 +104,6 @@ class OnnxEmbedder:
     encoding is an `OnnxEncoder`, which encoder processes rebuild from `recipe()`."""
 
     def __init__(self, model: str, batch_size: int, models_dir: Path, quantized: bool):
-        from tokenizers import Tokenizer
-
         folder = model_folder(model)
         self.name = embedder_name(model, "onnx-int8" if quantized else "onnx")
         # int8: dynamic quantisation scales activations per batch, so a sentence's vector would depend on its

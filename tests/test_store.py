@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import StoreError
 from rag.ingest import ingest
-from rag.store import MAIN_INDEX, Store, catalog_listing
+from rag.store import MAIN_INDEX, catalog_listing
 
 from conftest import CORPUS, ROOT, make_settings, run_rag as rag
 
