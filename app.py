@@ -68,7 +68,7 @@ with st.sidebar:
             bar = st.progress(0.0)
             try:
                 path = save_upload(settings.uploads_dir, upload.name, upload.getvalue(), settings.max_file_mb)
-                report = ingest([path], settings, store, progress=Progress(
+                report = ingest([path], settings, store, files_root=settings.uploads_dir, progress=Progress(
                     on_change=lambda p: bar.progress(p.files_done / max(1, p.files_total))))
             except RagError as exc:
                 status.update(label="Not ingested", state="error")

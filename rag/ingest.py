@@ -83,8 +83,9 @@ def config_key(settings, model_names: dict[str, str]) -> str:
             f"{settings.chunk_tokens}/{settings.chunk_overlap}|{models}")
 
 
-def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None]]:
-    """(file, ingest root) for every non-hidden file under the given paths; symlinked folders once each."""
+def discover(paths: Iterable[Path], files_root: Path | None = None) -> Iterator[tuple[Path, Path | None]]:
+    """(file, ingest root) for every non-hidden file under the given paths; symlinked folders once each. A
+    file given itself has `files_root` (None: its doc_id is its path below the working folder)."""
     for path in paths:
         if path.is_dir():
             seen: set[str] = set()
@@ -99,18 +100,19 @@ def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None]]:
                     if not name.startswith("."):
                         yield Path(folder) / name, path
         else:
-            yield path, None
+            yield path, files_root
 
 
 def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool = False,
-           progress: Progress | None = None) -> IngestReport:
-    """Bring the store in line with the files under `paths`; see `IngestReport` for what happened."""
+           progress: Progress | None = None, files_root: Path | None = None) -> IngestReport:
+    """Bring the store in line with the files under `paths`; see `IngestReport` for what happened. Files given
+    themselves take their doc_ids from their path below `files_root` (default: the working folder)."""
     started = time.perf_counter()
     roots = [Path(p) for p in paths]
     progress = progress or Progress()
     with store.writer(timeout_s=settings.lock_timeout_s):
         store.find_incomplete()
-        files = list(discover(roots))
+        files = list(discover(roots, files_root))
         progress.update(files_total=len(files))
         outcomes, written = _ingest_files(files, settings, store, progress)
         outcomes.extend(_retire(outcomes, store))

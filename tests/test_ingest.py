@@ -403,6 +403,10 @@ def test_files_given_alone_with_the_same_name_get_their_own_doc_ids(settings, st
         Path(year, "report.txt").write_text(f"In {year} the plan built 10 new factories.", encoding="utf-8")
     report = ingest([Path("2025/report.txt"), Path("2026/report.txt")], settings, store)
     assert report.count("added") == 2 and sorted(snapshot(store)) == ["2025/report.txt", "2026/report.txt"]
+    Path("uploads").mkdir()
+    Path("uploads", "plan.txt").write_text("The plan builds 20 factories.", encoding="utf-8")
+    ingest([Path("uploads/plan.txt")], settings, store, files_root=Path("uploads"))  # as the chat's uploads
+    assert "plan.txt" in snapshot(store)
 
 
 def test_a_doc_id_collision_says_how_to_fix_it_for_the_file_type(settings, store, corpus_copy):
