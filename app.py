@@ -28,7 +28,7 @@ st.markdown(render.PAGE_CSS, unsafe_allow_html=True)  # a constant stylesheet, n
 @st.cache_resource(show_spinner="Loading the models and the store…")
 def resources():
     settings = load_settings()
-    return settings, Store.open(settings, embedders(settings))
+    return settings, Store.open(settings, embedders(settings, loaded=True))
 
 
 try:

@@ -20,27 +20,23 @@ def _open_store(settings, *, with_models: bool = True):
     from rag.embedding import embedders
     from rag.store import Store
 
-    return Store.open(settings, embedders(settings) if with_models else None)
+    return _warned(Store.open(settings, embedders(settings) if with_models else None))
+
+
+def _warned(store):
+    """The store, once what its count check found wrong is shown."""
+    for problem in store.problems:
+        errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+    return store
 
 
 def cmd_ingest(args, settings) -> int:
     from rag import ingest as ingest_module
 
-    if args.rebuild:
-        from rag.store import Store
-
-        Store.reset(settings)
-    store = _open_store(settings)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[chunks]} chunks"), TimeElapsedColumn())
-    with Progress(*columns, console=errors, transient=True) as bar:
-        task = bar.add_task("ingesting", total=None, chunks=0)
-
-        def show(state: ingest_module.Progress) -> None:
-            bar.update(task, total=state.files_total, completed=state.files_done, chunks=state.chunks_done)
-
-        report = ingest_module.ingest(args.paths or [Path("corpus")], settings, store, prune=args.prune,
-                                      progress=ingest_module.Progress(on_change=show))
+    paths = args.paths or [Path("corpus")]
+    report = None if args.rebuild else ingest_module.unchanged_report(paths, settings, prune=args.prune)
+    if report is None:
+        report = _ingest(ingest_module, paths, args, settings)
     for failure in report.failures:
         errors.print(f"[red]failed[/red] {failure.message}", markup=True, highlight=False)
     summary = Table(title="Ingest")
@@ -54,13 +50,35 @@ def cmd_ingest(args, settings) -> int:
     return 0 if report.ok else 1
 
 
+def _ingest(ingest_module, paths: list[Path], args, settings):
+    if args.rebuild:
+        from rag.store import Store
+
+        Store.reset(settings)
+    store = _open_store(settings)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[chunks]} chunks"), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True) as bar:
+        task = bar.add_task("ingesting", total=None, chunks=0)
+
+        def show(state: ingest_module.Progress) -> None:
+            bar.update(task, total=state.files_total, completed=state.files_done, chunks=state.chunks_done)
+
+        return ingest_module.ingest(paths, settings, store, prune=args.prune,
+                                    progress=ingest_module.Progress(on_change=show))
+
+
 def cmd_docs(args, settings) -> int:
-    store = _open_store(settings, with_models=False)
-    table = Table(title=f"{len(store.documents())} documents in {settings.chroma_url or settings.data_dir}")
+    from rag.store import catalog_listing
+
+    documents, problems = catalog_listing(settings)
+    for problem in problems:
+        errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+    table = Table(title=f"{len(documents)} documents in {settings.chroma_url or settings.data_dir}")
     table.add_column("doc_id", no_wrap=True)  # whole, so it can be copied into `rag remove`
     for column in ("title", "language", "published", "chunks", "flags", "path"):
         table.add_column(column, overflow="fold")
-    for doc in store.documents():
+    for doc in documents:
         table.add_row(doc.doc_id, doc.title, doc.language, doc.published or "-", str(doc.chunks),
                       ", ".join(doc.flags) or "-", doc.path)
     console.print(table)
@@ -83,9 +101,11 @@ def cmd_ask(args, settings) -> int:
     import json
 
     from rag.answer import answer
-    from rag.store import Filters
+    from rag.embedding import embedders
+    from rag.store import Filters, Store
 
-    store = _open_store(settings)
+    store = _warned(Store.open_to_ask(settings, embedders(settings)))
+    store.check_doc_ids(args.doc)
     result = answer(args.question, settings, store=store, k=args.k, answerer=args.answerer,
                     filters=Filters(doc_ids=tuple(args.doc)) if args.doc else None)
     if args.json:
@@ -210,8 +230,13 @@ def cmd_export(args, settings) -> int:
 def cmd_import(args, settings) -> int:
     from rag.backup import import_store
 
-    count = import_store(args.path, settings, _open_store(settings))
-    console.print(f"imported {count} documents from {args.path}", markup=False)
+    report = import_store(args.path, settings, _open_store(settings), replace=args.replace, merge=args.merge)
+    console.print(f"imported {len(report.imported)} documents from {args.path}", markup=False)
+    if report.replaced:
+        console.print(f"replaced {len(report.replaced)} stored documents: {', '.join(report.replaced)}", markup=False)
+    if report.removed:
+        console.print(f"removed {len(report.removed)} documents not in the export: {', '.join(report.removed)}",
+                      markup=False)
     return 0
 
 
@@ -220,7 +245,10 @@ def _warmed_store(settings):
     from rag.answer import answer
     from rag.lexical import tokenize
 
-    store = _open_store(settings)
+    from rag.embedding import embedders
+    from rag.store import Store
+
+    store = _warned(Store.open(settings, embedders(settings, loaded=True)))
     tokenize("预热 warm-up")
     if store.documents():
         answer("How many datasets will be built?", settings, store=store)
@@ -259,7 +287,9 @@ def cmd_feedback_export(args, settings) -> int:
 
     from rag.feedback import export_candidates
 
-    candidates = export_candidates(settings.data_dir / "feedback.jsonl")
+    candidates, skipped = export_candidates(settings.data_dir / "feedback.jsonl")
+    for note in skipped:
+        errors.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     lines = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in candidates)
     if args.out:
         args.out.write_text(lines, encoding="utf-8")
@@ -267,6 +297,12 @@ def cmd_feedback_export(args, settings) -> int:
     else:
         sys.stdout.write(lines)
     return 0
+
+
+def _passages(text: str) -> int:
+    if not text.strip().lstrip("-").isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of passages from 1 to 100; give e.g. --k 5")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="answer a question with citations")
     ask.add_argument("question")
-    ask.add_argument("--k", type=int, help="passages to retrieve (default RAG_K)")
+    ask.add_argument("--k", type=_passages, help="passages to retrieve, 1 to 100 (default RAG_K)")
     ask.add_argument("--doc", action="append", default=[], metavar="DOC_ID", help="only these documents (repeatable)")
     ask.add_argument("--answerer", choices=["extractive", "llm"])
     ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
@@ -316,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     restore = commands.add_parser("import", help="re-create the store from an export, re-embedding it")
     restore.add_argument("path", type=Path)
+    into_a_full_store = restore.add_mutually_exclusive_group()
+    into_a_full_store.add_argument("--replace", action="store_true", help="the store holds only the export afterwards")
+    into_a_full_store.add_argument("--merge", action="store_true",
+                                   help="add the export's documents, replacing stored ones of the same doc_id")
     restore.set_defaults(run=cmd_import)
 
     serve = commands.add_parser("serve", help="start the chat page (models loaded before the first visitor)")

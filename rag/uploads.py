@@ -46,7 +46,7 @@ def save_upload(folder: Path, name: str, data: bytes, max_file_mb: float) -> Pat
 def ingest_upload(name: str, data: bytes, settings, store: Store, progress: Progress | None = None) -> FileOutcome:
     """Save an upload and ingest it: its outcome (added, updated or unchanged), or a LoadError saying why not."""
     path = save_upload(settings.uploads_dir, name, data, settings.max_file_mb)
-    report = ingest([path], settings, store, progress=progress)
+    report = ingest([path], settings, store, progress=progress, files_root=settings.uploads_dir)  # doc_id: its name
     if report.failures:
         raise LoadError(report.failures[0].message)
     return report.outcomes[0]

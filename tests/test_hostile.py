@@ -84,7 +84,7 @@ def deleted_after_listing(settings, store, tmp):
     listed = list(ingest_module.discover([folder]))
     (folder / "gone.md").unlink()
     original = ingest_module.discover
-    ingest_module.discover = lambda paths: iter(listed)
+    ingest_module.discover = lambda paths, files_root=None: iter(listed)
     try:
         return " | ".join(o.message for o in ingest(folder and [folder], settings, store).failures)
     finally:

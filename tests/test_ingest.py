@@ -359,3 +359,67 @@ def test_a_large_ingest_encodes_in_encoder_processes_and_stores_what_this_proces
     assert len(started) == 1  # the second ingest stayed in this process
     assert pooled.keys() == here.keys()
     assert all(np.array_equal(pooled[key], here[key]) for key in here)
+
+
+def test_a_symlink_out_of_the_folder_is_refused_unless_allowed_and_pruned_when_gone(settings, store, corpus_copy, tmp_path):
+    outside = tmp_path / "outside" / "secret.txt"
+    outside.parent.mkdir()
+    outside.write_text("The password of the plant is 12345.", encoding="utf-8")
+    link = corpus_copy / "secret.txt"
+    os.symlink(outside, link)
+    report = ingest([corpus_copy], settings, store)
+    assert [o.message for o in report.failures] == [
+        f"{link}: is a symlink to {outside}, outside the ingested folder {corpus_copy}; ingest that file by its own "
+        "path, or set RAG_ALLOW_LINKS_OUT=true to follow such links"]
+    assert "secret.txt" not in snapshot(store)
+    allowing = make_settings(settings.data_dir, allow_links_out=True)
+    assert ingest([corpus_copy], allowing, store).count("added") == 1
+    assert store.find(str(link)) == "secret.txt"  # recorded at the link, in the folder
+    link.unlink()  # the target is still there; the document came from the link
+    pruned = ingest([corpus_copy], allowing, store, prune=True)
+    assert [(o.status, o.doc_id) for o in pruned.outcomes if o.status == "removed"] == [("removed", "secret.txt")]
+    assert "secret.txt" not in snapshot(store)
+    assert_consistent(store)
+
+
+def test_a_changed_front_matter_doc_id_retires_the_old_one(settings, store, corpus_copy):
+    ingest([corpus_copy], settings, store)
+    path = corpus_copy / SEED
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'doc_id: "gmt-eight-ai-manufacturing-special-action"', 'doc_id: "gmt-eight-2026"'), encoding="utf-8")
+    report = ingest([corpus_copy], settings, store, prune=True)
+    assert report.count("added") == 1 and report.count("removed") == 1
+    removed = next(o for o in report.outcomes if o.status == "removed")
+    assert removed.doc_id == "gmt-eight-ai-manufacturing-special-action" and "now has the doc_id 'gmt-eight-2026'" in removed.message
+    assert sorted(snapshot(store)) == ["blueprint-2027-ai-manufacturing-strategy", "gmt-eight-2026"]
+    assert "100 high" in " ".join(searchable_texts(store, "industrial datasets"))
+    assert_consistent(store)
+
+
+def test_files_given_alone_with_the_same_name_get_their_own_doc_ids(settings, store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for year in ("2025", "2026"):
+        Path(year).mkdir()
+        Path(year, "report.txt").write_text(f"In {year} the plan built 10 new factories.", encoding="utf-8")
+    report = ingest([Path("2025/report.txt"), Path("2026/report.txt")], settings, store)
+    assert report.count("added") == 2 and sorted(snapshot(store)) == ["2025/report.txt", "2026/report.txt"]
+    Path("uploads").mkdir()
+    Path("uploads", "plan.txt").write_text("The plan builds 20 factories.", encoding="utf-8")
+    ingest([Path("uploads/plan.txt")], settings, store, files_root=Path("uploads"))  # as the chat's uploads
+    assert "plan.txt" in snapshot(store)
+
+
+def test_a_doc_id_collision_says_how_to_fix_it_for_the_file_type(settings, store, corpus_copy):
+    ingest([corpus_copy], settings, store)
+    (corpus_copy / "gmt-eight-ai-manufacturing-special-action").mkdir()
+    text = corpus_copy / "notes.txt"
+    text.write_text("Some notes on 40 factories.", encoding="utf-8")
+    clash = corpus_copy / "clash.md"
+    clash.write_text("---\ndoc_id: notes.txt\n---\nOther notes on 50 factories.", encoding="utf-8")
+    report = ingest([corpus_copy], settings, store)
+    failed = {Path(o.path).name: o.message for o in report.failures}
+    assert failed == {"notes.txt": f"{text}: doc_id 'notes.txt' is already used by {clash}; rename one of the files "
+                                   "(a doc_id is the file's path below the folder ingested)"}
+    (corpus_copy / "clash2.md").write_text("---\ndoc_id: notes.txt\n---\nMore notes.", encoding="utf-8")
+    failed = {Path(o.path).name: o.message for o in ingest([corpus_copy], settings, store).failures}
+    assert failed["clash2.md"].endswith("give one of them its own doc_id in the front matter")

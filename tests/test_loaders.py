@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import io
 import os
 from pathlib import Path
@@ -69,7 +71,8 @@ def test_defaults_without_front_matter(tmp_path):
     path.write_text("# Smart Factory Plan\n\nSome text about factories.\n", encoding="utf-8")
     doc = load_document(path, root=tmp_path)
     assert doc.title == "Smart Factory Plan"
-    assert doc.doc_id == "sub/plan-notes.md"
+    # The space cannot be in a doc_id: it becomes '-', and a hash of the path keeps it apart from `plan-notes.md`.
+    assert re.fullmatch(r"sub/plan-notes\.md-[0-9a-f]{6}", doc.doc_id)
     assert doc.headings and doc.text[doc.headings[0].start:doc.headings[0].end] == "# Smart Factory Plan"
 
 
@@ -143,7 +146,7 @@ def test_docx_headings_and_tables(tmp_path):
     ("broken.pdf", b"%PDF-1.4\n1 0 obj<<>>\nthis is not a pdf", "PDF is damaged"),
     ("broken.docx", b"PK\x03\x04 not really a zip", "not a valid .docx"),
     ("bad-front.md", b"---\ntitle: [unclosed\n---\nBody", "front matter does not parse"),
-    ("bad-date.md", b"---\npublished: last year\n---\nBody", "'published' must be an ISO date"),
+    ("bad-date.md", b"---\npublished: last year\n---\nBody", "'published' must be a real ISO date like 2026-01-09"),
     ("bad-id.md", b"---\ndoc_id: ../../etc/passwd\n---\nBody", "doc_id '../../etc/passwd' is not allowed"),
 ])
 def test_bad_files_fail_with_the_file_and_reason(tmp_path, name, content, reason):
@@ -203,3 +206,78 @@ def test_a_folder_named_like_a_file(tmp_path):
     (tmp_path / "folder.txt").mkdir()
     with pytest.raises(LoadError, match="is not a regular file"):
         load_document(tmp_path / "folder.txt")
+
+
+def test_doc_ids_come_from_the_whole_relative_path_and_differ_when_names_would_collide(tmp_path, monkeypatch):
+    for name in ("a b.txt", "a-b.txt", "2026/report.txt", "2025/report.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"Text of {name}.", encoding="utf-8")
+    ids = {name: load_document(tmp_path / name, root=tmp_path).doc_id
+           for name in ("a b.txt", "a-b.txt", "2026/report.txt", "2025/report.txt")}
+    assert ids["a-b.txt"] == "a-b.txt" and ids["a b.txt"].startswith("a-b.txt-") and len(set(ids.values())) == 4
+    assert ids["2026/report.txt"] == "2026/report.txt"
+    monkeypatch.chdir(tmp_path)  # files given alone: their path below the working folder
+    assert load_document(Path("2025/report.txt")).doc_id == "2025/report.txt"
+
+
+def test_html_with_control_characters_is_read(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("<html><body><h2>Targets&#1;</h2><p>Build&#2; 100 datasets&#3; by 2027.&#1;</p></body></html>",
+                    encoding="utf-8")
+    doc = load_document(path)
+    assert doc.text == "Targets\n\nBuild 100 datasets by 2027."
+    assert [doc.text[h.start:h.end] for h in doc.headings] == ["Targets"]
+
+
+def test_a_table_nested_in_a_docx_table_keeps_its_text(tmp_path):
+    import docx
+
+    document = docx.Document()
+    outer = document.add_table(rows=1, cols=2)
+    outer.rows[0].cells[0].text = "Targets"
+    inner = outer.rows[0].cells[1].add_table(rows=2, cols=2)
+    for row, (what, count) in enumerate([("Datasets", "100"), ("Scenarios", "500")]):
+        inner.rows[row].cells[0].text, inner.rows[row].cells[1].text = what, count
+    document.save(tmp_path / "nested.docx")
+    assert "Targets | Datasets | 100; Scenarios | 500" in load_document(tmp_path / "nested.docx").text
+
+
+@pytest.mark.parametrize("published, reason", [
+    ('"2026-13-45"', "month must be in 1..12"),
+    ("2026-02-30", "day is out of range for month"),
+    ("2026-13", "month must be in 1..12"),
+])
+def test_an_invalid_date_names_the_field_and_the_file(tmp_path, published, reason):
+    path = tmp_path / "dated.md"
+    path.write_text(f"---\npublished: {published}\n---\nBody text.", encoding="utf-8")
+    with pytest.raises(LoadError) as failure:
+        load_document(path)
+    assert f"{path}: front matter field 'published' must be a real ISO date" in str(failure.value)
+    assert reason in str(failure.value)
+
+
+@pytest.mark.parametrize("written, stored", [("zh-CN", "zh"), ("ZH", "zh"), ("zh_Hans", "zh"), ("en-US", "en"), ("EN", "en")])
+def test_front_matter_languages_are_normalised(tmp_path, written, stored):
+    path = tmp_path / "lang.md"
+    path.write_text(f"---\nlanguage: {written}\npublished: 2026-02\n---\nBody text.", encoding="utf-8")
+    doc = load_document(path)
+    assert doc.language == stored and doc.published == "2026-02"
+
+
+def test_a_language_other_than_en_or_zh_is_refused(tmp_path):
+    path = tmp_path / "lang.md"
+    path.write_text("---\nlanguage: klingon\n---\nBody text.", encoding="utf-8")
+    with pytest.raises(LoadError, match=r"lang.md: front matter field 'language' must be en or zh .* got 'klingon'"):
+        load_document(path)
+
+
+def test_a_yaml_nesting_bomb_gets_a_clear_message(tmp_path):
+    path = tmp_path / "bomb.md"
+    path.write_text("---\ntitle: " + "[" * 100_000 + "]" * 100_000 + "\n---\nBody", encoding="utf-8")
+    with pytest.raises(LoadError, match=r"bomb.md: the YAML front matter is nested too deeply to read"):
+        load_document(path)
+
+
+def test_zero_width_characters_inside_numbers_are_removed():
+    text = clean_text("Build 1\u2060000 datasets, 2\u00ad027 targets, 3\u200d5 % and 4\u200c.5 points; 👩\u200d💻 stays.")
+    assert text == "Build 1000 datasets, 2027 targets, 35 % and 4.5 points; 👩\u200d💻 stays."

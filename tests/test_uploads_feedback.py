@@ -45,8 +45,11 @@ def test_feedback_round_trip(tmp_path):
     record(path, "How many scenarios?", answer, "up")
     record(path, "How many datasets?", answer, "down")
     with open(path, "a") as handle:
-        handle.write('{"torn line')
-    candidates = export_candidates(path)
+        handle.write('[1, 2]\n"just text"\n{"torn line')
+    candidates, skipped = export_candidates(path)
+    assert skipped == [f"{path}, line 4: not a feedback entry (an object with a text 'question'); skipped",
+                       f"{path}, line 5: not a feedback entry (an object with a text 'question'); skipped",
+                       f"{path}, line 6: not valid JSON (Unterminated string starting at); skipped"]
     assert candidates == [{"id": "fb001", "question": "How many datasets?", "reference_answer": "", "evidence": [],
                            "answerable": None, "key_facts": [], "tags": []}]
     assert json.loads(path.read_text().splitlines()[0])["vote"] == "down"
