@@ -45,7 +45,9 @@ SETS = {  # name: (golden, corpus, k, group prefix: sets over one corpus share t
 }
 FOLDS = 5
 FEATURES_TO_ABLATE = [f for f in FEATURES if not f.startswith("kind_")]
-MAX_FALSE_ABSTENTION = 0.03
+# The most false abstention the answerable model may cause on a set, held out: the issue's targets (0.05 on the
+# golden set and obliqa-dev, 0.03 on xquad-dev), less a share left for the rules' own abstentions.
+MAX_FALSE_ABSTENTION = {"golden": 0.03, "obliqa-dev": 0.03, "xquad-dev-en": 0.02, "xquad-dev-zh": 0.02}
 
 
 @dataclass
@@ -201,7 +203,7 @@ def main() -> None:
     answerable = np.array([a.answerable for a in asked])
     best = held_out_answerable(asked, questions, answerable)
     curve = []
-    for threshold in np.round(np.arange(0.0, 1.0, 0.01), 2):
+    for threshold in np.round(np.arange(0.0, 1.0, 0.005), 3):
         point = {"threshold": float(threshold)}
         for name in sets + ["xquad-dev-en-half"]:
             mask = np.array([a.set_name == name for a in asked])
@@ -211,7 +213,8 @@ def main() -> None:
                 point[f"{name}:abstention_recall"] = round(float((best[mask & ~answerable] < threshold).mean()), 4)
         curve.append(point)
     results["abstention_curve"] = curve
-    allowed = [p for p in curve if all(v <= MAX_FALSE_ABSTENTION for key, v in p.items() if key.endswith("false_abstention"))]
+    allowed = [p for p in curve if all(v <= MAX_FALSE_ABSTENTION[key.split(":")[0]] for key, v in p.items()
+                                       if key.endswith("false_abstention"))]
     chosen = max(allowed, key=lambda p: p["threshold"]) if allowed else curve[0]
     results["abstain_below"] = chosen
     print("abstention point:", chosen, flush=True)
@@ -259,7 +262,7 @@ def _plot(curve: list[dict], path: Path, chosen: float) -> None:
         xs = [p.get(f"{false_set}:false_abstention") for p in curve]
         ys = [p.get(f"{recall_set}:abstention_recall") for p in curve]
         axis.plot(xs, ys, marker=".", label=f"{recall_set} unanswerable vs {false_set} answerable")
-    axis.axvline(MAX_FALSE_ABSTENTION, color="grey", linestyle=":")
+    axis.axvline(MAX_FALSE_ABSTENTION["golden"], color="grey", linestyle=":")
     axis.set_xlabel("false abstention (answerable questions)")
     axis.set_ylabel("abstention recall (unanswerable)")
     axis.set_title(f"Abstention by the answerable model alone (chosen: below {chosen:.2f})")

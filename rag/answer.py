@@ -25,8 +25,8 @@ from rag.retrieval import Retrieved, RetrievalResult, search, sentence_vectors
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
-_DATE = re.compile(r"\b(19|20)\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|"
-                   r"(19|20)\d{2}\s*年|\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|"
+                   r"(1[0-9]|20)\d{2}\s*年|\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
 _FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
                         r"[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|"
                         r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
@@ -42,6 +42,7 @@ _BODY = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Cou
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
+_ENTITY = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b|\b[A-Z]{2,}\b")
 _NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
 _INSTITUTION = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
                           r"Institute|Office|Fund|Center|Centre|Committee|Board|Court|Association|Company|Group|Bank)\b")
@@ -150,7 +151,8 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     answerable = round(model.answerable_probability(rows, probabilities), 4)
     candidates = _ranked(asked, kept, rows, probabilities)
     if not candidates:
-        wanted = {"numeric": "a figure", "date": "a date"}.get(asked.kind, "a person's name")
+        wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
+                  or (f"the name of a {asked.wants_name_of}" if asked.wants_name_of else "a person's name"))
         return abstention(asked, passages, f"no passage on this gives {wanted}")
     best = candidates[0]
     if asked.kind in ("numeric", "date") or asked.wants_person:
@@ -304,6 +306,8 @@ def _ranked(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilit
               for c, p, row in zip(kept, probabilities, rows)]
     if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if _type_fit(asked, c.text, c.has_number_for_noun) > 0]
+    if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
+        scored = [c for c in scored if _new_entity(asked, c.text)]
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
     return sorted(scored, key=lambda c: (-c.support, c.passage.rank, c.start))
@@ -374,6 +378,15 @@ def _type_fit(asked: Question, text: str, near: bool) -> float:
     return 0.5
 
 
+def _new_entity(asked: Question, text: str) -> bool:
+    """A name the question does not itself hold: capitalised words in a row, or an acronym, past the start."""
+    asked_words = set(re.findall(r"[A-Z][\w'’]+", asked.standalone))
+    for match in _ENTITY.finditer(text):
+        if match.start() > 0 and not set(re.findall(r"[A-Z][\w'’]+", match.group())) <= asked_words:
+            return True
+    return False
+
+
 def _new_name(asked: Question, text: str) -> bool:
     """A capitalised name of two or more words that the question does not itself name and that is no institution
     ("Luke Kuechly", not "Information Technology" asked about, nor "Ministry of ...")."""
@@ -411,9 +424,17 @@ def _missing_required(asked: Question, passages: list[Retrieved], store: Store) 
     numbers = set().union(*(n for n, _ in keys))
     names = " ".join(k for _, k in keys) + " ".join(spelling_key(p.chunk.title) for p in passages)
     for term in asked.required:
-        if (term.replace(",", "") not in numbers) if term[0].isdigit() else (spelling_key(term) not in names):
+        if (term.replace(",", "") not in numbers) if term[0].isdigit() else not _named_in(term, names):
             return term
     return None
+
+
+def _named_in(name: str, names: str) -> bool:
+    """The name is there, or each of its words is, or its longest word is (a name quoted in part or misspelt
+    elsewhere: "Lor Loudoun"; but "United States" is not named by a text that only says "state")."""
+    words = spelling_key(name).split()
+    present = [f" {w} " in names for w in words]
+    return spelling_key(name) in names or all(present) or present[max(range(len(words)), key=lambda n: len(words[n]))]
 
 
 @lru_cache(maxsize=256)
@@ -447,7 +468,7 @@ def _numeric_problem(asked: Question, candidates: list[Candidate]) -> str | None
     thing = " ".join(re.findall(r"[\w-]+", _counted_text(asked.standalone))) or asked.head_noun
     if any(found for found, _ in figures) and not any(found and matched for found, matched in figures):
         return f"they give figures for other kinds of {thing.split()[-1]}, not for {thing}"
-    if mentions and not any(found for found, _ in figures):
+    if asked.modifiers and mentions and not any(found for found, _ in figures):  # "humanoid robots", never counted
         return f"they mention {thing} but give no number for them"
     return None
 

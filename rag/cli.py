@@ -204,7 +204,7 @@ def _eval_suite(args, settings) -> int:
         console.print(table)
         own = chosen["systems"]["this project"]["summary"]
         missed += [f"{chosen['name']}: {m}" for m in evaluation.missed_thresholds(own, thresholds.get(chosen["name"], {}))]
-    console.print(f"reports: {paths['md']}, {paths['json']}", markup=False)
+    console.print(f"reports: {paths['md']}, {paths['html']}, {paths['json']}", markup=False)
     for message in missed:
         errors.print(f"[red]FAIL[/red] {message}", highlight=False)
     return 1 if missed else 0

@@ -11,7 +11,9 @@ from rag.lexical import STOP_WORDS, has_cjk, tokenize
 from rag.safety import injection_rules
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-_NUMBER = re.compile(r"\d[\d,.]*")
+# A figure an answer must repeat; not an ordinal or a decade ("15th century", "the 70's", "1980s"), which the
+# text may write otherwise ("fifteenth", "1970s").
+_NUMBER = re.compile(r"\d[\d,.]*(?![\d,.]*(?:st|nd|rd|th|s|'s|’s)\b)")
 _INTERROGATIVES = frozenset(
     "what which who whom whose when where why how many much list name tell give describe explain "
     "according say says said does do did".split()
@@ -61,6 +63,11 @@ _UNIT_WORDS = {
     "currency": re.compile(r"yuan|rmb|¥|\$|usd|dollars?|euros?|money|monetary|budget|funding amount|worth|price|cost of|元|资金"),
 }
 _MONEY_QUESTION = re.compile(r"\b(monetary value|how much money|worth|price|budget)\b", re.IGNORECASE)
+# "Which province / In which city / What company ...": the answer is a named instance of the category.
+_ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|province|provinces|region|regions|country|"
+                              r"countries|member states|company|companies|firm|firms|chipmakers?|manufacturers?|"
+                              r"universit(?:y|ies)|agenc(?:y|ies)|ministry|ministries|law|laws|act|regulation|regulations|"
+                              r"licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|partners?|institutions?)\b", re.IGNORECASE)
 _PERSON_QUESTION = re.compile(r"\bwho (is|was) the\b|\bwhich person\b|\bname of the (minister|director|head)\b|"
                               r"\b(minister|chairman|director|head|official) who\b|哪位", re.IGNORECASE)
 
@@ -78,6 +85,7 @@ class Question:
     modifiers: tuple[str, ...] = ()  # stems qualifying the counted noun ("little giant" enterprises)
     wants_person: bool = False
     injection: tuple[str, ...] = ()  # safety rules the question trips: answered as a plain question, never obeyed
+    wants_name_of: str | None = None  # "city" for "In which city ...": the answer must name one
 
 
 def normalise(question: str, max_chars: int) -> str:
@@ -107,7 +115,8 @@ def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000)
         counted = counted[-1:]  # "ministries or departments": alternatives, not qualifiers
     return Question(text, standalone, kind, tuple(content_terms(standalone)), tuple(required_terms(text)), unit,
                     counted[-1] if counted else None, has_cjk(text), tuple(counted[:-1]),
-                    bool(_PERSON_QUESTION.search(standalone)), injection_rules(text))
+                    bool(_PERSON_QUESTION.search(standalone)), injection_rules(text),
+                    entity.group(1).lower() if (entity := _ENTITY_QUESTION.search(standalone)) else None)
 
 
 def question_type(text: str) -> str:

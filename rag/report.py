@@ -153,9 +153,46 @@ def suite_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def abstention_curve(rows: list[dict]) -> list[tuple[float, float, float]]:
+    """(threshold, false abstention, abstention recall) as the answerable-probability threshold moves, the rules'
+    abstentions (which carry no probability) kept as they are."""
+    points = []
+    for threshold in [n / 100 for n in range(0, 101, 2)]:
+        abstains = [r["abstained"] and r.get("support") is None
+                    or (r.get("support") is not None and r["support"] < threshold) for r in rows]
+        answerable = [a for a, r in zip(abstains, rows) if r["answerable"]]
+        unanswerable = [a for a, r in zip(abstains, rows) if not r["answerable"]]
+        if answerable and unanswerable:
+            points.append((threshold, sum(answerable) / len(answerable), sum(unanswerable) / len(unanswerable)))
+    return points
+
+
+def _plot_curves(curves: dict[str, list[tuple[float, float, float]]], chosen: dict[str, tuple[float, float]]) -> str:
+    def draw(axis):
+        for name, points in curves.items():
+            axis.plot([p[1] for p in points], [p[2] for p in points], marker=".", label=name)
+            axis.scatter(*chosen[name], s=80, marker="o", facecolors="none", edgecolors="black")
+        axis.set_xlabel("false abstention (answerable questions)")
+        axis.set_ylabel("abstention recall (unanswerable)")
+        axis.set_title("Abstention as the threshold moves (circle: the calibrated default)")
+        axis.legend(loc="lower right", fontsize=8)
+    return _plot_png(draw)
+
+
 def write_suite_report(result: dict, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "suite.json", "md": folder / "suite.md"}
+    paths = {"json": folder / "suite.json", "md": folder / "suite.md", "html": folder / "suite.html"}
     paths["json"].write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    paths["md"].write_text(suite_markdown(result), encoding="utf-8")
+    text = suite_markdown(result)
+    paths["md"].write_text(text, encoding="utf-8")
+    with_unanswerable = {s["name"]: s["rows"] for s in result["sets"]
+                         if any(not r["answerable"] for r in s["rows"]) and any(r["answerable"] for r in s["rows"])}
+    curves = {name: abstention_curve(rows) for name, rows in with_unanswerable.items()}
+    chosen = {name: (result_set["systems"]["this project"]["summary"]["false_abstention_rate"],
+                     result_set["systems"]["this project"]["summary"]["abstention_recall"])
+              for result_set in result["sets"] for name in [result_set["name"]] if name in curves}
+    plot = _plot_curves(curves, chosen) if curves else ""
+    paths["html"].write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>Suite of yardsticks</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}pre{{white-space:pre-wrap}}</style></head><body>
+{plot}<pre>{html.escape(text)}</pre></body></html>""", encoding="utf-8")
     return paths
