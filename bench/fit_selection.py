@@ -8,7 +8,7 @@ feature, the abstention curve (false abstention on answerable questions against 
 ones: the golden set's, and xquad-dev questions asked of a store holding the other half of its articles), and
 the trade of fact recall against answer length for the share a second sentence needs.
 
-Usage: python bench/fit_selection.py [--store-root data/fit] [--out rag/selection.json]
+Usage: python bench/fit_selection.py [--store-root data/suite] [--out rag/selection.json]
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--store-root", type=Path, default=ROOT / "data" / "fit")
+    parser.add_argument("--store-root", type=Path, default=ROOT / "data" / "suite")
     parser.add_argument("--out", type=Path, default=ROOT / "rag" / "selection.json")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "fit_selection.json")
     parser.add_argument("--no-ablation", action="store_true", help="skip the ablation (a quick refit)")
