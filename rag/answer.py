@@ -290,7 +290,8 @@ def candidate_features(asked: Question, candidates: list[Candidate], store: Stor
             "figure_for_noun": float(near), "definition": float(_defines(candidate, subject)),
             "passage_rank": 1 / candidate.passage.rank, "position": 1 / (1 + min(candidate.units)),
             "log_words": float(np.log1p(words)), "short": float(words < 6), "block": float(candidate.is_block),
-            "truncated": float(candidate.text.rstrip().endswith(_ELLIPSIS)), "cjk": float(asked.cjk),
+            "truncated": float(candidate.text.rstrip().endswith(_ELLIPSIS)),
+            "multilingual_similarity": float(asked.cjk or candidate.passage.chunk.language == "zh"),
             "terms_anywhere": anywhere[n],
             **{f"kind_{kind}": float(asked.kind == kind) for kind in
                ("numeric", "date", "who", "list", "definition", "condition", "summary")},

@@ -37,14 +37,16 @@ FEATURES = (
     "short",               # under six words
     "block",               # a label with the bullet lines under it
     "truncated",           # ends in an ellipsis: a cut-off excerpt
-    "cjk",                 # the question is Chinese (similarity from the multilingual model)
+    "multilingual_similarity",  # question or sentence is Chinese: the similarity is the multilingual model's (its
+                                # own scale), and terms reach English text only through the dictionary translation
     "terms_anywhere",      # share of the question's terms found in any candidate (the same for all of them)
     "kind_numeric", "kind_date", "kind_who", "kind_list", "kind_definition", "kind_condition", "kind_summary",
 )
 # Whether the passages answer the question at all, from its best candidates: the second model of selection.json.
 QUESTION_FEATURES = ("best_probability", "second_probability", "best_similarity", "best_terms", "best_rare_terms",
-                     "best_heading_terms", "best_type_fit", "log_candidates", "terms_anywhere", "cjk", "kind_numeric", "kind_date",
-                     "kind_who", "kind_list", "kind_definition", "kind_condition", "kind_summary")
+                     "best_heading_terms", "best_type_fit", "log_candidates", "terms_anywhere", "multilingual_similarity",
+                     "kind_numeric", "kind_date", "kind_who", "kind_list", "kind_definition", "kind_condition",
+                     "kind_summary")
 MODEL_PATH = Path(__file__).with_name("selection.json")
 
 
@@ -53,13 +55,14 @@ def question_features(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray
     if len(rows) == 0:
         return np.zeros(len(QUESTION_FEATURES))
     column = {name: rows[:, n] for n, name in enumerate(FEATURES)}
+    column["multilingual_similarity"] = np.full(len(rows), column["multilingual_similarity"].mean())  # a share
     ranked = np.sort(probabilities)[::-1]
     values = {"best_probability": ranked[0], "second_probability": ranked[1] if len(ranked) > 1 else 0.0,
               "best_similarity": column["similarity"].max(), "best_terms": column["terms"].max(),
               "best_rare_terms": column["rare_terms"].max(), "best_heading_terms": column["heading_terms"].max(),
               "best_type_fit": max(column[f"type_fit_{kind}"].max() for kind in ("numeric", "date", "who", "list")), "log_candidates": np.log1p(len(rows)),
               **{name: column[name][0] for name in QUESTION_FEATURES if name.startswith("kind_")
-                 or name in ("cjk", "terms_anywhere")}}
+                 or name in ("multilingual_similarity", "terms_anywhere")}}
     return np.asarray([values[name] for name in QUESTION_FEATURES], dtype=float)
 
 

@@ -77,7 +77,7 @@ def unanswered(reason: str, *values):
     ("新建数据中心的电能利用效率不得高于多少？", "1.25"),
     ("单个节能改造项目的奖励最高是多少？", "300万元"),
     ("本办法自何时起施行？", "2025年7月1日"),
-    unanswered(ENGLISH_OVER_CHINESE, "What is the maximum PUE for new data centres?", "1.25"),
+    ("What is the maximum PUE for new data centres?", "1.25"),
     unanswered(ENGLISH_OVER_CHINESE, "What is the maximum reward for a single energy-saving retrofit project?", "300万元"),
 ])
 def test_questions_in_chinese_and_english_are_answered_and_cited_verbatim(store, question, fact):
