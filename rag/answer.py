@@ -296,8 +296,16 @@ def candidate_features(asked: Question, candidates: list[Candidate], store: Stor
             **{f"kind_{kind}": float(asked.kind == kind) for kind in
                ("numeric", "date", "who", "list", "definition", "condition", "summary")},
         }
-        rows.append([features[name] for name in FEATURES])
-    return kept, np.asarray(rows, dtype=float)
+        rows.append(features)
+    # How far below the question's best candidate on each signal: what ranks candidates within a question.
+    top_score = max(c.passage.score for c in kept) or 1.0
+    for name in ("rare_terms", "terms", "heading_terms", "translated_similarity"):
+        top = max(features[name] for features in rows)
+        for features in rows:
+            features[f"{name}_gap"] = features[name] - top
+    for features, candidate in zip(rows, kept):
+        features["passage_score"] = candidate.passage.score / top_score
+    return kept, np.asarray([[features[name] for name in FEATURES] for features in rows], dtype=float)
 
 
 def _ranked(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray) -> list[Candidate]:

@@ -23,7 +23,9 @@ FEATURES = (
     "similarity_gap",      # how far below the best candidate's similarity
     "translated_similarity",  # a Chinese question's dictionary translation against an English sentence (MiniLM)
     "similarity_rank",     # 1 / (1 + its rank by similarity among the candidates)
+    "translated_similarity_gap",  # how far below the best candidate's (a Chinese question's translation)
     "terms",               # share of the question's terms in the sentence
+    "terms_gap", "rare_terms_gap", "heading_terms_gap",  # each how far below the question's best candidate
     "rare_terms",          # the same, each term weighed by its rarity among the candidates
     "heading_terms",       # share of the question's terms in the label or heading above the sentence
     # fit to the question's type, one feature per type so each weighs its own: a figure for "how many", a day
@@ -32,6 +34,7 @@ FEATURES = (
     "figure_for_noun",     # a figure right before the counted noun
     "definition",          # "X is / means / refers to", or the sentence sits under the asked term
     "passage_rank",        # 1 / rank of its passage
+    "passage_score",       # its passage's fused score, as a share of the best passage's
     "position",            # 1 / (1 + its place in the passage)
     "log_words",           # log(1 + words)
     "short",               # under six words
