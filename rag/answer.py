@@ -52,6 +52,7 @@ _UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
 # sentence needs (bench/fit_selection.py reports the trade of fact recall against length).
 MAX_SENTENCES = {"list": 4, "summary": 4}
 DEFAULT_MAX_SENTENCES = 2
+DATE_RUNNERS_UP = 2  # how far down a "when" question looks for a sentence with a day in it
 LIST_KEEP, OTHER_KEEP = 0.4, 0.5
 _DEFINES = re.compile(r"^\W*(?:an? |the )?(.{2,80}?)\s+(?:is|are|means|refers to|denotes|stands for|is defined as|"
                       r"shall mean)\b", re.IGNORECASE)
@@ -317,9 +318,15 @@ def _ranked(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilit
         scored = [c for c in scored if _type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
         scored = [c for c in scored if _new_entity(asked, c.text)]
+    scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
-    return sorted(scored, key=lambda c: (-c.support, c.passage.rank, c.start))
+    elif asked.kind == "date" and not _YEAR_QUESTION.search(asked.text) and scored:
+        # "When was it issued?": a runner-up that gives a day beats a best sentence that gives only a year
+        close = scored[:DATE_RUNNERS_UP]
+        if not _FULL_DATE.search(scored[0].text) and (dated := [c for c in close if _FULL_DATE.search(c.text)]):
+            scored = dated + [c for c in scored if c not in dated]
+    return scored
 
 
 def _defined_subject(asked: Question) -> str:
