@@ -26,7 +26,8 @@ BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index.")
+    data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index "
+                                                     "(with a Chroma server: only caches).")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; unset = embedded store.")
     collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
     embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
     allow_links_out: bool = Field(False, description="Follow symlinks that lead out of an ingested folder.")
     lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
+    node_name: str | None = Field(None, description="With RAG_CHROMA_URL: this node's name in the writer's lease, "
+                                                    "unique among the nodes; unset = the host name.")
+    lease_s: float = Field(30, gt=0, description="With RAG_CHROMA_URL: how long a writer's lease on the server "
+                                                  "lasts unless renewed, so how long a dead writer blocks the others.")
 
     k: int = Field(5, ge=1, le=100, description="Passages returned by retrieval.")
     rrf_k: int = Field(5, ge=1, description="Reciprocal rank fusion constant (README: why 5).")
@@ -95,7 +100,8 @@ class Settings(BaseSettings):
 
     @property
     def catalog_path(self) -> Path:
-        return self.data_dir / "catalog.sqlite3"
+        """The catalog; with a Chroma server, this node's mirror of the server's catalog (a cache)."""
+        return self.data_dir / ("catalog-mirror.sqlite3" if self.chroma_url else "catalog.sqlite3")
 
     @property
     def lexical_dir(self) -> Path:
