@@ -201,3 +201,76 @@ def test_a_rebuild_on_one_node_is_what_every_node_reads(tmp_path, chroma_server,
     assert [d.doc_id for d in reader.documents()] == [SEED[:-3]]
     assert_server_holds_only_committed_chunks(rebuilt)
     assert set(reader.lexical().chunk_ids) == {cid for chunks in snapshot(rebuilt).values() for cid, _ in chunks}
+
+
+# A third node, in its own process, replacing zones.md version after version (its store opened once).
+INGEST_VERSIONS = """
+import sys
+from pathlib import Path
+from rag.embedding import embedders
+from rag.ingest import ingest
+from rag.settings import load_settings
+from rag.store import Store
+from test_concurrency import zones_document
+settings = load_settings()
+store = Store.open(settings, embedders(settings))
+zones = Path(sys.argv[1])
+for version in range(1, int(sys.argv[2]) + 1):
+    zones.write_text(zones_document(version), encoding="utf-8")
+    ingest([zones], settings, store)
+print(version)
+"""
+
+
+def test_two_nodes_search_with_four_threads_each_while_a_third_ingests(tmp_path, chroma_server, collection):
+    from rag.embedding import embedders
+    from rag.retrieval import search
+    from test_concurrency import zones_document
+
+    zones = tmp_path / "zones.md"
+    zones.write_text(zones_document(0), encoding="utf-8")
+    first = node_settings(tmp_path, "node-a", chroma_server, collection)
+    writer = Store.open(first, embedders(first))
+    ingest([CORPUS, zones], first, writer)
+    writer.close()
+    nodes = [node_settings(tmp_path, name, chroma_server, collection) for name in ("node-a", "node-b")]
+    stores = [Store.open(settings, embedders(settings)) for settings in nodes]
+    errors: list[str] = []
+    searched = [0]
+    seen: set[str] = set()  # the versions of zones.md the searches met
+    stop = threading.Event()
+
+    def search_until_stopped(store, settings, question):
+        while not stop.is_set():
+            try:
+                passages = search(store, settings, question).passages
+                versions = {p.chunk.doc_sha256 for p in passages if p.chunk.doc_id == "zones.md"}
+                if len(versions) > 1:
+                    errors.append(f"two versions of zones.md in one result: {versions}")
+                if not passages:
+                    errors.append(f"nothing found for {question!r}")
+                seen.update(versions)
+                searched[0] += 1
+            except Exception as exc:  # any error at all fails the test
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    questions = ["How many robot pilot zones are designated?", "Who reports monthly to the ministry?",
+                 "How many industrial datasets by 2027?", "zones version notice"]
+    threads = [threading.Thread(target=search_until_stopped, args=(store, settings, question))
+               for store, settings in zip(stores, nodes) for question in questions]
+    for thread in threads:
+        thread.start()
+    third = node_env(tmp_path, "node-c", chroma_server, collection, PYTHONPATH=str(ROOT / "tests"))
+    done = subprocess.run([sys.executable, "-c", INGEST_VERSIONS, str(zones), "5"], cwd=ROOT, env=third,
+                          capture_output=True, text=True, timeout=600)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "5", done.stderr
+    assert errors == [] and searched[0] >= 8
+    assert len(seen) >= 3  # the searches ran while the versions changed
+    print(f"{searched[0]} searches, {len(seen)} versions of zones.md met")
+    for store, settings in zip(stores, nodes):  # both nodes end on the last version
+        top = search(store, settings, "How many robot pilot zones are designated?").passages[0].chunk
+        assert top.doc_id == "zones.md" and "57 robot pilot zones" in top.text
+        store.close()
