@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index "
                                                      "(with a Chroma server: only caches).")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; unset = embedded store.")
+    chroma_token: SecretStr | None = Field(None, description="Sent to RAG_CHROMA_URL as `Authorization: Bearer <token>`, "
+                                                             "for a proxy in front of the server to check (README).")
     collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
     embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
     embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
@@ -85,7 +87,7 @@ class Settings(BaseSettings):
             raise ValueError(f"RAG_CHROMA_URL={value!r} must look like http://127.0.0.1:8000")
         return value.rstrip("/")
 
-    @field_validator("api_token")
+    @field_validator("api_token", "chroma_token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value().strip() else None  # "" means unset

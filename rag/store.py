@@ -879,9 +879,11 @@ def _chroma_client(settings):
         from urllib.parse import urlparse
 
         url = urlparse(settings.chroma_url)
+        token = settings.chroma_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else None
         return _guard_server(settings, lambda: chromadb.HttpClient(
-            host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=chroma_settings
-        ))
+            host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", headers=headers,
+            settings=chroma_settings))
     path = settings.chroma_path
     if path.is_dir() and not _writable(path):
         path = _readable_copy(path)
@@ -952,7 +954,20 @@ def _guard_server(settings, call):
                 f"The Chroma server at RAG_CHROMA_URL={settings.chroma_url} cannot be reached ({type(exc).__name__}); "
                 "start it (`chroma run --path DIR --host 127.0.0.1 --port PORT`) or unset RAG_CHROMA_URL"
             ) from None
+        if settings.chroma_url and _is_refusal(exc):
+            told = "is not the one it expects" if settings.chroma_token else "is unset"
+            raise StoreError(
+                f"The Chroma server at RAG_CHROMA_URL={settings.chroma_url} refused this client (401/403): "
+                f"RAG_CHROMA_TOKEN {told}; set it to the token of the proxy in front of the server"
+            ) from None
         raise
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """A proxy's 401 or 403, which chromadb raises as a ValueError carrying the proxy's page."""
+    text = str(exc)
+    return any(f"{status} {words}" in text for status, words in
+               (("401", "Authorization Required"), ("401", "Unauthorized"), ("403", "Forbidden")))
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from rag.errors import StoreError
 from rag.ingest import ingest
 from rag.store import Store
 
-from conftest import CORPUS, ROOT, make_settings, run_rag
+from conftest import CORPUS, ROOT, free_port, make_settings, run_rag, wait_for_port
 from test_ingest import SEED, assert_consistent, snapshot
 
 KELP = "# Kelp\n\nUnderwater kelp farming robots will be piloted in 9 coastal parks.\n"
@@ -274,3 +275,69 @@ def test_two_nodes_search_with_four_threads_each_while_a_third_ingests(tmp_path,
         top = search(store, settings, "How many robot pilot zones are designated?").passages[0].chunk
         assert top.doc_id == "zones.md" and "57 robot pilot zones" in top.text
         store.close()
+
+
+NGINX = Path("/usr/sbin/nginx")
+# The README's proxy (Debian's nginx in front of `chroma run`), in a folder of its own on loopback.
+PROXY = """
+worker_processes 1;
+daemon off;
+{user}
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            if ($http_authorization != "Bearer {token}") {{ return 401; }}
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def token_proxy(tmp_path, chroma_server):
+    """nginx on a free loopback port, passing to the Chroma server only requests that carry the token."""
+    if not NGINX.exists():
+        pytest.skip("Debian's nginx is not installed: apt-get install nginx")
+    folder, port, token = tmp_path / "proxy", free_port(), uuid.uuid4().hex
+    folder.mkdir()
+    user = "user root;" if os.geteuid() == 0 else ""  # root's workers would otherwise run as nobody
+    (folder / "nginx.conf").write_text(PROXY.format(user=user, folder=folder, port=port, token=token,
+                                                    upstream=chroma_server.url))
+    process = subprocess.Popen([str(NGINX), "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, process, "nginx")
+    yield f"http://127.0.0.1:{port}", token
+    process.kill()
+    process.wait(timeout=30)
+
+
+def test_a_server_behind_a_token_checking_proxy_serves_only_clients_with_the_token(tmp_path, token_proxy, collection,
+                                                                                   open_store):
+    url, token = token_proxy
+    for given, told in ((None, "is unset"), ("wrong", "is not the one it expects")):
+        settings = make_settings(tmp_path / "node", chroma_url=url, collection=collection, chroma_token=given)
+        with pytest.raises(StoreError, match=rf"RAG_CHROMA_URL={url} refused this client \(401/403\): "
+                                             rf"RAG_CHROMA_TOKEN {told}"):
+            Store.open(settings, None)
+    settings = make_settings(tmp_path / "node", chroma_url=url, collection=collection, chroma_token=token)
+    assert ingest([CORPUS], settings, open_store(settings)).count("added") == 2
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path / "other"), "RAG_CHROMA_URL": url, "RAG_COLLECTION": collection}
+    refused = run_rag(env, "docs")
+    assert refused.returncode == 2 and "RAG_CHROMA_TOKEN is unset" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    listed = run_rag({**env, "RAG_CHROMA_TOKEN": token}, "docs")
+    assert listed.returncode == 0 and "2 documents" in listed.stdout, listed.stderr
