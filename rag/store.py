@@ -8,6 +8,8 @@ Crash safety comes from the order of writes. For each group of documents:
   5. the lexical index is rebuilt from the catalog and swapped in atomically.
 Readers only return chunks the catalog has committed, so a document is always wholly old or wholly new.
 `recover()` (run by every writer before it writes) deletes what a dead writer left in step 2 or 4.
+With a Chroma server (`RAG_CHROMA_URL`) the catalog and the writer's turn live on the server too: the `Catalog`
+methods of the steps are then `rag.server_catalog.ServerCatalog`'s, and `Store` is the same.
 """
 
 from __future__ import annotations
@@ -828,8 +830,8 @@ def vectors_on_disk(settings) -> dict[str, int] | None:
 
 
 def catalog_listing(settings) -> tuple[list[StoredDocument], list[str]]:
-    """The stored documents and what the count check finds wrong, from the catalog alone (no Chroma client,
-    no model); an absent catalog is an empty store and is not created."""
+    """The stored documents and what the count check finds wrong, from the catalog alone (no model, and for
+    the embedded store no Chroma client); an absent embedded catalog is an empty store and is not created."""
     if settings.chroma_url:
         catalog = open_catalog(settings, _chroma_client(settings))
     elif not settings.catalog_path.exists():
