@@ -407,7 +407,9 @@ class Store:
             embedders = {key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if _collection_name(settings, key) in names}
         indexes = {key: VectorIndex(client, _collection_name(settings, key), embedder) for key, embedder in embedders.items()}
         store = cls(settings, open_catalog(settings, client), client, indexes)
-        if not store.catalog.read_only:
+        # On a server only work in flight is worth the writer's lease: taking it to find none would make
+        # writers on other nodes wait for readers.
+        if not store.catalog.read_only and (not settings.chroma_url or store.catalog.pending(None)):
             with contextlib.suppress(StoreError):
                 with store.writer(timeout_s=0):
                     pass  # entering the writer runs recovery when nobody else is writing

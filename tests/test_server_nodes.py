@@ -119,6 +119,10 @@ def test_a_writer_on_another_node_is_named_or_waited_for(tmp_path, chroma_server
     threading.Timer(1.0, lease.__exit__, args=(None, None, None)).start()
     assert ingest([CORPUS], waiting, store).count("added") == 2  # waited for node-a, then ran
     assert_consistent(store)
+    leases = store.catalog.records.get(where={"kind": "lease"}, include=["metadatas"])
+    reader = open_store(node_settings(tmp_path, "node-c", chroma_server, collection))
+    assert len(reader.documents()) == 2
+    assert store.catalog.records.get(where={"kind": "lease"}, include=["metadatas"]) == leases  # readers take none
 
 
 @pytest.mark.parametrize("point", ["vectors-written:main", "committed", "removal-committed"])
