@@ -83,6 +83,7 @@ bench: setup
 	$(BIN)/python bench/fit_chinese_fusion.py --cached
 	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)
 	$(BIN)/python bench/api_load.py
+	$(BIN)/python bench/server_nodes.py
 
 soak: setup
 	$(BIN)/python bench/soak.py

@@ -3,7 +3,9 @@
   kills       `rag ingest --prune` on a 30-document corpus (changed, added and deleted files every round) is
               SIGKILLed at moments spread over its run; after each kill the store must open with every document
               wholly one version and vectors + BM25 equal to the catalog; the final state must equal a clean
-              ingest. Embedded store, then a `chroma run` server (whose own process is also killed once).
+              ingest. Embedded store, then a `chroma run` server (whose own process is also killed once) shared
+              by two nodes with their own data dirs: node A ingests and is killed, node B checks (it waits for
+              node A's lease to expire, RAG_LEASE_S=2, then recovers).
   queries     4 threads and 2 separate processes ask questions while ingests replace documents.
   tiny files  a folder of 10,000 tiny files: time and peak memory of the ingest process.
 
@@ -66,9 +68,12 @@ def mutate(folder: Path, round_number: int, rng: random.Random) -> None:
 
 
 def check(settings) -> int:
-    """Open the store (recovery runs), then verify whole versions and equal indexes; returns documents checked."""
+    """Open the store and recover it (waiting for a dead writer's lease on a server), then verify whole versions
+    and equal indexes; returns documents checked."""
     store = Store.open(settings, embedders(settings))
     try:
+        with store.writer():
+            pass
         catalog_ids = set()
         for document in store.documents():
             text = store.document_text(document.doc_id)
@@ -249,13 +254,13 @@ def main() -> None:
         server.start()
         try:
             shutil.copytree(folder / "corpus", folder / "corpus-server")
-            server_settings = load_settings(data_dir=folder / "server-data", multilingual_model="none",
-                                            chroma_url=server.url)
-            rows.append(kill_loop("SIGKILL during ingest --prune, Chroma server (killed once too)",
-                                  folder / "corpus-server",
-                                  {**ENV, "RAG_DATA_DIR": str(folder / "server-data"),
-                                   "RAG_CHROMA_URL": server.url},
-                                  server_settings, max(3, args.kills // 2), server=server))
+            node_b = load_settings(data_dir=folder / "node-b", multilingual_model="none", chroma_url=server.url,
+                                   node_name="node-b", lease_s=2, lock_timeout_s=60)
+            rows.append(kill_loop("SIGKILL during ingest --prune on node A, Chroma server (killed once too), "
+                                  "checked from node B", folder / "corpus-server",
+                                  {**ENV, "RAG_DATA_DIR": str(folder / "node-a"), "RAG_CHROMA_URL": server.url,
+                                   "RAG_NODE_NAME": "node-a", "RAG_LEASE_S": "2"},
+                                  node_b, max(3, args.kills // 2), server=server))
         finally:
             server.kill()
         rows.append(tiny_files(folder, ENV, args.tiny))

@@ -26,8 +26,11 @@ BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index.")
+    data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index "
+                                                     "(with a Chroma server: only caches).")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; unset = embedded store.")
+    chroma_token: SecretStr | None = Field(None, description="Sent to RAG_CHROMA_URL as `Authorization: Bearer <token>`, "
+                                                             "for a proxy in front of the server to check (README).")
     collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
     embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
     embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
@@ -43,6 +46,10 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
     allow_links_out: bool = Field(False, description="Follow symlinks that lead out of an ingested folder.")
     lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
+    node_name: str | None = Field(None, description="With RAG_CHROMA_URL: this node's name in the writer's lease, "
+                                                    "unique among the nodes; unset = the host name.")
+    lease_s: float = Field(30, gt=0, description="With RAG_CHROMA_URL: how long a writer's lease on the server "
+                                                  "lasts unless renewed, so how long a dead writer blocks the others.")
 
     k: int = Field(5, ge=1, le=100, description="Passages returned by retrieval.")
     rrf_k: int = Field(5, ge=1, description="Reciprocal rank fusion constant (README: why 5).")
@@ -80,7 +87,7 @@ class Settings(BaseSettings):
             raise ValueError(f"RAG_CHROMA_URL={value!r} must look like http://127.0.0.1:8000")
         return value.rstrip("/")
 
-    @field_validator("api_token")
+    @field_validator("api_token", "chroma_token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value().strip() else None  # "" means unset
@@ -95,7 +102,8 @@ class Settings(BaseSettings):
 
     @property
     def catalog_path(self) -> Path:
-        return self.data_dir / "catalog.sqlite3"
+        """The catalog; with a Chroma server, this node's mirror of the server's catalog (a cache)."""
+        return self.data_dir / ("catalog-mirror.sqlite3" if self.chroma_url else "catalog.sqlite3")
 
     @property
     def lexical_dir(self) -> Path:

@@ -8,6 +8,8 @@ Crash safety comes from the order of writes. For each group of documents:
   5. the lexical index is rebuilt from the catalog and swapped in atomically.
 Readers only return chunks the catalog has committed, so a document is always wholly old or wholly new.
 `recover()` (run by every writer before it writes) deletes what a dead writer left in step 2 or 4.
+With a Chroma server (`RAG_CHROMA_URL`) the catalog and the writer's turn live on the server too: the `Catalog`
+methods of the steps are then `rag.server_catalog.ServerCatalog`'s, and `Store` is the same.
 """
 
 from __future__ import annotations
@@ -236,6 +238,85 @@ class Catalog:
         with self._lock:
             self._db.close()
 
+    # ---- the steps of the write protocol (see the module docstring); `ServerCatalog` does them on a server ----
+
+    def writer_lock(self, settings, timeout_s: float):
+        return WriterLock(settings.data_dir / "ingest.lock", timeout_s)
+
+    def record_pending(self, rows: list[tuple[str, str, str, int]]) -> None:
+        """Journal (doc_id, version, kind, vectors) rows of work in flight."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)", rows)
+
+    def stage_chunks(self, prepared: list[PreparedDocument]) -> None:
+        """Store the chunks of versions not yet committed: SQLite needs not, its commit writes them."""
+
+    def commit(self, prepared: list[PreparedDocument], now: str) -> None:
+        """Make the prepared versions the committed ones and queue the old versions for deletion."""
+        with self.transaction() as db:
+            for p in prepared:
+                doc = p.document
+                version = doc.sha256
+                old = db.execute("SELECT version, vectors FROM documents WHERE doc_id=?", (doc.doc_id,)).fetchone()
+                db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
+                db.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(c.chunk_id, c.doc_id, c.chunk_index, c.text, c.section, c.start, c.end, c.page, c.tokens,
+                      " ".join(tokens)) for c, tokens in zip(p.chunks, p.lex_tokens)],
+                )
+                db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           document_row(p, now))
+                db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind='add'", (doc.doc_id, version))
+                if old and old[0] != version:
+                    db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc.doc_id, old[0], old[1]))
+            _bump_generation(db)
+
+    def touch_path(self, doc_id: str, path: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE documents SET path=? WHERE doc_id=? AND path<>?", (path, doc_id, path))
+
+    def remove(self, doc_ids: Iterable[str]) -> list[str]:
+        """Uncommit documents and queue their versions for deletion; returns the ids that were stored."""
+        removed = []
+        with self.transaction() as db:
+            for doc_id in doc_ids:
+                row = db.execute("SELECT version, vectors FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+                if row is None:
+                    continue
+                db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+                db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+                db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc_id, row[0], row[1]))
+                removed.append(doc_id)
+            if removed:
+                _bump_generation(db)
+        return removed
+
+    def pending(self, kind: str | None) -> list[tuple[str, str, str]]:
+        """(doc_id, version, kind) of the work in flight, of one kind or all."""
+        with self.snapshot() as db:
+            return db.execute(
+                "SELECT doc_id, version, kind FROM pending" + (" WHERE kind=?" if kind else ""), (kind,) if kind else ()
+            ).fetchall()
+
+    def finish_pending(self, doc_id: str, version: str, kind: str) -> None:
+        """Forget work in flight whose vectors are gone."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind=?", (doc_id, version, kind))
+
+    def clear(self) -> None:
+        with self.transaction() as db:
+            for table in ("chunks", "documents", "pending"):
+                db.execute(f"DELETE FROM {table}")
+            _bump_generation(db)
+
+
+def document_row(p: PreparedDocument, now: str) -> tuple:
+    """A committed document as the catalog's `documents` table holds it."""
+    doc = p.document
+    return (doc.doc_id, doc.sha256, doc.file_sha256, p.config_key, doc.path, doc.title, doc.language, doc.published,
+            doc.publisher, doc.source, len(doc.text), len(p.chunks), sum(map(len, p.units)),
+            json.dumps(list(doc.flags)), doc.text, now)
+
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
@@ -302,6 +383,7 @@ class Store:
         self.indexes = indexes
         self._lexical: LexicalIndex | None = None
         self._lexical_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._view_lock = threading.Lock()
         self._generation_seen = catalog.generation()
         self._writing = 0  # while this process writes, the generation moves because of us: keep our view
@@ -324,8 +406,10 @@ class Store:
             names = {c.name if hasattr(c, "name") else str(c) for c in _guard_server(settings, client.list_collections)}
             embedders = {key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if _collection_name(settings, key) in names}
         indexes = {key: VectorIndex(client, _collection_name(settings, key), embedder) for key, embedder in embedders.items()}
-        store = cls(settings, Catalog(settings.catalog_path), client, indexes)
-        if not store.catalog.read_only:
+        store = cls(settings, open_catalog(settings, client), client, indexes)
+        # On a server only work in flight is worth the writer's lease: taking it to find none would make
+        # writers on other nodes wait for readers.
+        if not store.catalog.read_only and (not settings.chroma_url or store.catalog.pending(None)):
             with contextlib.suppress(StoreError):
                 with store.writer(timeout_s=0):
                     pass  # entering the writer runs recovery when nobody else is writing
@@ -338,7 +422,7 @@ class Store:
         asking creates nothing."""
         empty = (f"The store in {settings.chroma_url or settings.data_dir} holds no documents: run "
                  "`rag ingest corpus/` (or the folder of your documents) first")
-        if not settings.catalog_path.exists():  # the catalog is in the data dir with a Chroma server too
+        if not settings.chroma_url and not settings.catalog_path.exists():
             raise StoreError(empty)
         store = cls.open(settings, embedders)
         if not store.document_count():
@@ -386,7 +470,7 @@ class Store:
     def writer(self, timeout_s: float | None = None) -> Iterator["Store"]:
         """Hold the writer lock; leftover work of a crashed writer is recovered first."""
         timeout = self.settings.lock_timeout_s if timeout_s is None else timeout_s
-        with WriterLock(self.settings.data_dir / "ingest.lock", timeout):
+        with self.catalog.writer_lock(self.settings, timeout):
             # Another process may have committed since this view was taken (a CLI ingest while the chat is
             # open): chromadb would apply our writes to the stale graph, skip theirs (it reads the log from a
             # shared mark and purges it) and, when it persists, erase their vectors on disk. Nothing of ours is
@@ -561,7 +645,10 @@ class Store:
             self._generation_seen = generation
 
     def lexical(self) -> LexicalIndex:
-        """The live BM25 index, reloaded when a writer has swapped in a new one."""
+        """The live BM25 index, reloaded when a writer has swapped in a new one. With a Chroma server the
+        writer may be another node: this node's copy is rebuilt from the server's texts it mirrors."""
+        if self.settings.chroma_url:
+            self.refresh_lexical()
         with self._lexical_lock:
             live = LexicalIndex.live_generation(self.settings.lexical_dir)
             if self._lexical is None or live != f"gen-{self._lexical.generation}":
@@ -585,12 +672,10 @@ class Store:
             raise
 
     def _write(self, prepared: list[PreparedDocument]) -> None:
-        with self.catalog.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO pending VALUES (?, ?, 'add', ?)",
-                [(p.document.doc_id, p.document.sha256, sum(map(len, p.units))) for p in prepared],
-            )
+        self.catalog.record_pending([(p.document.doc_id, p.document.sha256, "add", sum(map(len, p.units)))
+                                    for p in prepared])
         self._checkpoint("pending-recorded")
+        self.catalog.stage_chunks(prepared)
         for key, index in self.indexes.items():
             ids, vectors, metadatas = [], [], []
             for p in prepared:
@@ -602,28 +687,7 @@ class Store:
             if ids:
                 _guard_server(self.settings, lambda: index.add(ids, np.concatenate(vectors), metadatas, self._batch))
             self._checkpoint(f"vectors-written:{key}")
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        with self.catalog.transaction() as db:
-            for p in prepared:
-                doc = p.document
-                version = doc.sha256
-                old = db.execute("SELECT version, vectors FROM documents WHERE doc_id=?", (doc.doc_id,)).fetchone()
-                db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
-                db.executemany(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(c.chunk_id, c.doc_id, c.chunk_index, c.text, c.section, c.start, c.end, c.page, c.tokens,
-                      " ".join(tokens)) for c, tokens in zip(p.chunks, p.lex_tokens)],
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (doc.doc_id, version, doc.file_sha256, p.config_key, doc.path, doc.title, doc.language,
-                     doc.published, doc.publisher, doc.source, len(doc.text), len(p.chunks), sum(map(len, p.units)),
-                     json.dumps(list(doc.flags)), doc.text, now),
-                )
-                db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind='add'", (doc.doc_id, version))
-                if old and old[0] != version:
-                    db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc.doc_id, old[0], old[1]))
-            _bump_generation(db)
+        self.catalog.commit(prepared, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         self._generation_seen = self.catalog.generation()
         self._checkpoint("committed")
         self._drain_pending("drop")
@@ -631,23 +695,11 @@ class Store:
 
     def touch_path(self, doc_id: str, path: str) -> None:
         """An unchanged document found at a new path keeps its chunks and records the path."""
-        with self.catalog.transaction() as db:
-            db.execute("UPDATE documents SET path=? WHERE doc_id=? AND path<>?", (path, doc_id, path))
+        self.catalog.touch_path(doc_id, path)
 
     def remove(self, doc_ids: Iterable[str]) -> list[str]:
         """Delete documents; returns the ids that were stored."""
-        removed = []
-        with self.catalog.transaction() as db:
-            for doc_id in doc_ids:
-                row = db.execute("SELECT version, vectors FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
-                if row is None:
-                    continue
-                db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
-                db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
-                db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, 'drop', ?)", (doc_id, row[0], row[1]))
-                removed.append(doc_id)
-            if removed:
-                _bump_generation(db)
+        removed = self.catalog.remove(doc_ids)
         self._generation_seen = self.catalog.generation()
         self._checkpoint("removal-committed")
         self._drain_pending("drop")
@@ -661,13 +713,14 @@ class Store:
     def refresh_lexical(self) -> None:
         """Rebuild the BM25 index from the catalog, unless the live one is already of the catalog's generation
         (a no-change re-ingest of 100 k chunks would otherwise spend seconds rebuilding it)."""
-        if LexicalIndex.live_generation(self.settings.lexical_dir) == f"gen-{self.catalog.generation()}":
-            return
-        index = self._build_lexical()
-        with _disk_guard(self.settings, "saving the lexical index"):
-            index.save(self.settings.lexical_dir)
-        with self._lexical_lock:
-            self._lexical = index
+        with self._refresh_lock:  # threads that meet a new generation together build it once
+            if LexicalIndex.live_generation(self.settings.lexical_dir) == f"gen-{self.catalog.generation()}":
+                return
+            index = self._build_lexical()
+            with _disk_guard(self.settings, "saving the lexical index"):
+                index.save(self.settings.lexical_dir)
+            with self._lexical_lock:
+                self._lexical = index
 
     @classmethod
     def reset(cls, settings) -> None:
@@ -676,16 +729,16 @@ class Store:
         Works whatever model the old collections were built with: that is what it is for.
         """
         client = _chroma_client(settings)
-        with WriterLock(settings.data_dir / "ingest.lock", settings.lock_timeout_s):
-            existing = {c.name if hasattr(c, "name") else str(c) for c in _guard_server(settings, client.list_collections)}
-            for key in (MAIN_INDEX, MULTILINGUAL_INDEX):
-                if _collection_name(settings, key) in existing:
-                    _guard_server(settings, lambda: client.delete_collection(_collection_name(settings, key)))
-            catalog = Catalog(settings.catalog_path)
-            with catalog.transaction() as db:
-                for table in ("chunks", "documents", "pending"):
-                    db.execute(f"DELETE FROM {table}")
-                _bump_generation(db)
+        catalog = open_catalog(settings, client)
+        try:
+            with catalog.writer_lock(settings, settings.lock_timeout_s):
+                existing = {c.name if hasattr(c, "name") else str(c)
+                            for c in _guard_server(settings, client.list_collections)}
+                for key in (MAIN_INDEX, MULTILINGUAL_INDEX):
+                    if _collection_name(settings, key) in existing:
+                        _guard_server(settings, lambda: client.delete_collection(_collection_name(settings, key)))
+                catalog.clear()
+        finally:
             catalog.close()
 
     def _checkpoint(self, name: str) -> None:
@@ -694,15 +747,10 @@ class Store:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _drain_pending(self, kind: str | None) -> None:
-        with self.catalog.snapshot() as db:
-            rows = db.execute(
-                "SELECT doc_id, version, kind FROM pending" + (" WHERE kind=?" if kind else ""), (kind,) if kind else ()
-            ).fetchall()
-        for doc_id, version, row_kind in rows:
+        for doc_id, version, row_kind in self.catalog.pending(kind):
             for index in self.indexes.values():
                 _guard_server(self.settings, lambda: index.delete_version(doc_id, version))
-            with self.catalog.transaction() as db:
-                db.execute("DELETE FROM pending WHERE doc_id=? AND version=? AND kind=?", (doc_id, version, row_kind))
+            self.catalog.finish_pending(doc_id, version, row_kind)
 
     def _build_lexical(self) -> LexicalIndex:
         with self.catalog.snapshot() as db:
@@ -784,11 +832,14 @@ def vectors_on_disk(settings) -> dict[str, int] | None:
 
 
 def catalog_listing(settings) -> tuple[list[StoredDocument], list[str]]:
-    """The stored documents and what the count check finds wrong, from the catalog alone (no Chroma client,
-    no model); an absent catalog is an empty store and is not created."""
-    if not settings.catalog_path.exists():
+    """The stored documents and what the count check finds wrong, from the catalog alone (no model, and for
+    the embedded store no Chroma client); an absent embedded catalog is an empty store and is not created."""
+    if settings.chroma_url:
+        catalog = open_catalog(settings, _chroma_client(settings))
+    elif not settings.catalog_path.exists():
         return [], []
-    catalog = Catalog(settings.catalog_path)
+    else:
+        catalog = Catalog(settings.catalog_path)
     try:
         documents = catalog.documents()
         found = None if catalog.has_pending() else vectors_on_disk(settings)
@@ -796,6 +847,15 @@ def catalog_listing(settings) -> tuple[list[StoredDocument], list[str]]:
     finally:
         catalog.close()
     return documents, problems
+
+
+def open_catalog(settings, client) -> Catalog:
+    """The catalog in the data dir, or with a Chroma server the one on the server (mirrored in the data dir)."""
+    if not settings.chroma_url:
+        return Catalog(settings.catalog_path)
+    from rag.server_catalog import ServerCatalog
+
+    return ServerCatalog(settings, client)
 
 
 def _collection_name(settings, key: str) -> str:
@@ -823,9 +883,11 @@ def _chroma_client(settings):
         from urllib.parse import urlparse
 
         url = urlparse(settings.chroma_url)
+        token = settings.chroma_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else None
         return _guard_server(settings, lambda: chromadb.HttpClient(
-            host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=chroma_settings
-        ))
+            host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", headers=headers,
+            settings=chroma_settings))
     path = settings.chroma_path
     if path.is_dir() and not _writable(path):
         path = _readable_copy(path)
@@ -896,7 +958,20 @@ def _guard_server(settings, call):
                 f"The Chroma server at RAG_CHROMA_URL={settings.chroma_url} cannot be reached ({type(exc).__name__}); "
                 "start it (`chroma run --path DIR --host 127.0.0.1 --port PORT`) or unset RAG_CHROMA_URL"
             ) from None
+        if settings.chroma_url and _is_refusal(exc):
+            told = "is not the one it expects" if settings.chroma_token else "is unset"
+            raise StoreError(
+                f"The Chroma server at RAG_CHROMA_URL={settings.chroma_url} refused this client (401/403): "
+                f"RAG_CHROMA_TOKEN {told}; set it to the token of the proxy in front of the server"
+            ) from None
         raise
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """A proxy's 401 or 403, which chromadb raises as a ValueError carrying the proxy's page."""
+    text = str(exc)
+    return any(f"{status} {words}" in text for status, words in
+               (("401", "Authorization Required"), ("401", "Unauthorized"), ("403", "Forbidden")))
 
 
 def _is_connection_error(exc: Exception) -> bool:

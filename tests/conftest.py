@@ -118,6 +118,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_port(port: int, process: subprocess.Popen, name: str) -> None:
+    """Until `process` accepts connections on the loopback `port`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}")
+            time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start within 60 s")
+
+
 class ChromaServer:
     """A real `chroma run` on a free loopback port, restartable (to test a server that dies mid-ingest)."""
 
@@ -136,16 +150,8 @@ class ChromaServer:
             [str(VENV_BIN / "chroma"), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"chroma run exited with {self.process.returncode}")
-                time.sleep(0.2)
-        raise RuntimeError("chroma run did not start within 60 s")
+        wait_for_port(self.port, self.process, "chroma run")
+        return self
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
