@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup run ingest chromium test eval eval-all fit bench soak clean
+.PHONY: setup run ingest test-packages test eval eval-all fit bench soak clean
 
 
 setup: $(STAMP)
@@ -28,23 +28,27 @@ run: ingest
 # The browser tests drive Debian's Chromium (never a downloaded browser): installed here when this user may
 # (root, or password-less sudo); otherwise the run ends saying loudly that they did not run.
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 
-chromium:
-	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+# Debian packages the tests drive: Chromium (the browser tests) and nginx (the token proxy in front of `chroma run`).
+test-packages:
+	@if [ -x $(CHROMIUM) ] && [ -x $(NGINX) ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else \
-		echo "cannot install chromium (not root, no password-less sudo)"; exit 0; fi; \
-	command -v apt-get >/dev/null || { echo "cannot install chromium (no apt-get)"; exit 0; }; \
-	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null \
-		|| echo "installing chromium failed"
+		echo "cannot install chromium and nginx (not root, no password-less sudo)"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "cannot install chromium and nginx (no apt-get)"; exit 0; }; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium nginx >/dev/null \
+		|| echo "installing chromium and nginx failed"
 
-test: setup chromium
+test: setup test-packages
 	@$(BIN)/python -m pytest -q; status=$$?; \
-	if [ ! -x $(CHROMIUM) ]; then \
-		echo; echo "****************************************************************************************"; \
-		echo "* The browser tests (tests/test_browser.py) did NOT run: $(CHROMIUM) is missing."; \
-		echo "* Install it (apt-get install chromium, as root) and run make test again."; \
-		echo "****************************************************************************************"; \
-	fi; exit $$status
+	for tool in $(CHROMIUM):tests/test_browser.py $(NGINX):"the proxy test of tests/test_server_nodes.py"; do \
+		if [ ! -x "$${tool%%:*}" ]; then \
+			echo; echo "****************************************************************************************"; \
+			echo "* $${tool#*:} did NOT run: $${tool%%:*} is missing."; \
+			echo "* Install it (apt-get install chromium nginx, as root) and run make test again."; \
+			echo "****************************************************************************************"; \
+		fi; \
+	done; exit $$status
 
 # The gate, run by CI: every set of eval/suite.json (the golden set and the external dev sets), thresholds a little
 # under what the product reaches today (README: Evaluation, 2026-12-01); raise them as it improves.
