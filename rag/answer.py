@@ -35,17 +35,18 @@ _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat de
 _DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
 _WORDS = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")  # a CJK character counts as a word
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
-_BODY = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|News|"
-                   r"Institute|Office|Fund|Center|Centre|Regulator|Court|Parliament|Government|Committee|Board)\b|"
-                   r"\b[A-Z]{2,6}\b|\b[A-Z][a-z]+ [A-Z][a-z]+\b")
+_INSTITUTION_WORDS = ("Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
+                      "Institute|Office|Fund|Center|Centre|Committee|Board|Court")
+_BODY = re.compile(rf"\b({_INSTITUTION_WORDS}|News|Regulator|Parliament|Government)\b|\b[A-Z]{{2,6}}\b|"
+                   r"\b[A-Z][a-z]+ [A-Z][a-z]+\b")
 # A person's name, recognised by a title or a reporting verb next to it ("Wu Yin, Professor at ...").
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
 _ENTITY = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b|\b[A-Z]{2,}\b")
 _NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
-_INSTITUTION = re.compile(r"\b(Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
-                          r"Institute|Office|Fund|Center|Centre|Committee|Board|Court|Association|Company|Group|Bank)\b")
+_INSTITUTION = re.compile(rf"\b({_INSTITUTION_WORDS}|Association|Company|Group|Bank)\b")
+_CAPITALISED = re.compile(r"[A-Z][\w'’]+")
 _UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
           "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million|元")}
 # How many sentences an answer quotes at most, and what share of the best one's probability a further
@@ -317,7 +318,7 @@ def _ranked(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilit
     if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if _type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
-        scored = [c for c in scored if _new_entity(asked, c.text)]
+        scored = [c for c in scored if _new_name(asked, c.text, _ENTITY, institutions=True)]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
@@ -394,22 +395,14 @@ def _type_fit(asked: Question, text: str, near: bool) -> float:
     return 0.5
 
 
-def _new_entity(asked: Question, text: str) -> bool:
-    """A name the question does not itself hold: capitalised words in a row, or an acronym, past the start."""
-    asked_words = set(re.findall(r"[A-Z][\w'’]+", asked.standalone))
-    for match in _ENTITY.finditer(text):
-        if match.start() > 0 and not set(re.findall(r"[A-Z][\w'’]+", match.group())) <= asked_words:
-            return True
-    return False
-
-
-def _new_name(asked: Question, text: str) -> bool:
-    """A capitalised name of two or more words that the question does not itself name and that is no institution
-    ("Luke Kuechly", not "Information Technology" asked about, nor "Ministry of ...")."""
-    asked_words = set(re.findall(r"[A-Z][a-z'’]+", asked.text))
-    for match in _NAME_PAIR.finditer(text):
-        words = match.group().split()
-        if match.start() > 0 and not set(words) <= asked_words and not _INSTITUTION.search(match.group()):
+def _new_name(asked: Question, text: str, names: re.Pattern = _NAME_PAIR, institutions: bool = False) -> bool:
+    """A name (`names`: a run of capitalised words by default) past the start of the text, not made only of words
+    the question itself holds, and unless `institutions` no institution ("Luke Kuechly", not "Information
+    Technology" asked about, nor "Ministry of ...")."""
+    asked_words = set(_CAPITALISED.findall(asked.standalone))
+    for match in names.finditer(text):
+        if (match.start() > 0 and not set(_CAPITALISED.findall(match.group())) <= asked_words
+                and (institutions or not _INSTITUTION.search(match.group()))):
             return True
     return False
 
