@@ -156,7 +156,6 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
         wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
                   or (f"the name of a {asked.wants_name_of}" if asked.wants_name_of else "a person's name"))
         return abstention(asked, passages, f"no passage on this gives {wanted}")
-    best = candidates[0]
     if asked.kind in ("numeric", "date") or asked.wants_person:
         subject = _subject_without_typed_answer(asked, every)
         if subject:

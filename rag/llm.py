@@ -103,8 +103,8 @@ def stream_llm_answer(asked: Question, passages: list[Retrieved], settings, *, f
 def resolve_reply(reply: str, passages: list[Retrieved], fallback: Answer) -> Answer:
     """Turn the model's text into an Answer whose markers are code-made citations."""
     if NOT_IN_DOCUMENTS in reply:
-        return replace(fallback, text=f"The ingested documents do not answer this question (the model found no "
-                                      f"answer in the passages).", citations=(), abstained=True,
+        return replace(fallback, text="The ingested documents do not answer this question (the model found no "
+                                      "answer in the passages).", citations=(), abstained=True,
                        reason="the LLM found no answer in the passages", answerer="llm")
     by_rank = {p.rank: p for p in passages}
     citations: list[Citation] = []

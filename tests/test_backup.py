@@ -1,6 +1,7 @@
 """Data safety: export without vectors, import with re-embedding, the same answers after the round trip."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -97,7 +98,7 @@ def test_an_altered_export_is_refused_by_its_checksum(exported, tmp_path):
     _refused(altered, tmp_path, r"altered.jsonl is truncated or was altered.*checksum does not match")
 
 
-def _tampered(exported, tmp_path, change) -> "Path":
+def _tampered(exported, tmp_path, change) -> Path:
     """The export with its records changed by `change(records)` and the header's counts and checksum made to
     match, as a careful tamperer would."""
     from rag.backup import _checksum

@@ -3,9 +3,7 @@ names the thing, or a correct result), and every case checks that nothing alread
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ import pytest
 
 from rag.answer import answer
 from rag.embedding import embedders
-from rag.errors import QuestionError, RagError
+from rag.errors import QuestionError
 from rag.evaluation import load_golden
 from rag.ingest import ingest, remove_documents
 from rag.store import Filters, Store

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from rag.ingest import ingest, remove_documents
 from rag.lexical import tokenize
 from rag.store import MAIN_INDEX, Store, WriterLock
 
-from conftest import CORPUS, ROOT, make_settings
+from conftest import ROOT, make_settings
 
 SEED = "gmt-eight-ai-manufacturing-special-action.md"
 
@@ -327,7 +326,6 @@ def test_sigkill_mid_ingest_against_a_chroma_server(tmp_path, corpus_copy, chrom
 
 
 def test_a_large_ingest_encodes_in_encoder_processes_and_stores_what_this_process_would(tmp_path, monkeypatch):
-    import numpy as np
 
     import rag.ingest
     from rag.embedding import EncoderPool, embedders

@@ -1,6 +1,5 @@
 """Hybrid retrieval: fused from dense and BM25; the lexical index always equals the store."""
 
-import pytest
 
 from rag.chunking import sentence_units
 from rag.embedding import embedders
