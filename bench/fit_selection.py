@@ -34,7 +34,7 @@ from rag.questions import analyse  # noqa: E402
 from rag.selection import FEATURES, QUESTION_FEATURES, Logistic, SelectionModel, question_features  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
 from rag.store import Store  # noqa: E402
-from rag.suite import _half_corpus, _store_dir  # noqa: E402
+from rag.suite import half_corpus, store_dir  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 SETS = {  # name: (golden, corpus, k, group prefix: sets over one corpus share their documents' folds)
@@ -70,8 +70,8 @@ def _positive(text: str, evidence: tuple[str, ...]) -> bool:
 def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_root: Path, settings,
             half: bool = False) -> list[Asked]:
     if half:
-        corpus = _half_corpus(corpus, store_root / "xquad-dev-en-half-corpus")
-    set_settings = settings.model_copy(update={"data_dir": _store_dir(store_root, corpus)})
+        corpus = half_corpus(corpus, store_root / "xquad-dev-en-half-corpus")
+    set_settings = settings.model_copy(update={"data_dir": store_dir(store_root, corpus)})
     store = Store.open(set_settings, embedders(set_settings))
     try:
         ingest([corpus], set_settings, store)

@@ -91,7 +91,7 @@ def _files(corpus: Path) -> list[Path]:
     return [p for p in sorted(corpus.rglob("*")) if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
 
 
-def _half_corpus(corpus: Path, target: Path) -> Path:
+def half_corpus(corpus: Path, target: Path) -> Path:
     """Every other file of `corpus`, copied into `target` (copies, not links: ingest refuses links leaving a root)."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -108,7 +108,7 @@ def _as_unanswerable_where_absent(questions: list[GoldenQuestion], corpus_text: 
             for q in questions]
 
 
-def _store_dir(store_root: Path, corpus: Path) -> Path:
+def store_dir(store_root: Path, corpus: Path) -> Path:
     return store_root / hashlib.sha1(str(corpus.resolve()).encode()).hexdigest()[:12]
 
 
@@ -122,8 +122,8 @@ def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progre
 
     corpus = chosen.corpus
     if chosen.half:
-        corpus = _half_corpus(chosen.corpus, store_root / f"{chosen.name}-corpus")
-    data_dir = _store_dir(store_root, corpus)
+        corpus = half_corpus(chosen.corpus, store_root / f"{chosen.name}-corpus")
+    data_dir = store_dir(store_root, corpus)
     set_settings = settings.model_copy(update={"data_dir": data_dir})
     store = Store.open(set_settings, embedders(set_settings))
     try:
