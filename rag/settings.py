@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_timeout_s: float = Field(60, gt=0)
     abstain_threshold: float | None = Field(
-        None, ge=0, le=1, description="Minimum probability that the best sentence answers; unset = the selection "
-                                      "model's calibrated value (README: Abstention).")
+        None, ge=0, le=1, description="Minimum probability that the passages answer the question; unset = the "
+                                      "answerable model's calibrated value (README: Abstention).")
     unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported sentences.")
     max_question_chars: int = Field(2000, ge=10)
     api_token: SecretStr | None = Field(None, description="`rag api` asks every request for `Authorization: Bearer <token>`.")
