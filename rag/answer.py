@@ -17,7 +17,7 @@ import numpy as np
 from rag.chunking import is_term_line, sentence_units
 from rag.documents import Answer, Citation
 from rag.grounding import check_answer, fold, numbers_in, spelling_key
-from rag.lexical import tokenize
+from rag.lexical import tokenize, word_count
 from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.selection import FEATURES, load_model
 from rag.translation import translate
@@ -33,7 +33,6 @@ _FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan
 _DAY_QUESTION = re.compile(r"\b(on )?what (date|day)\b|\bwhich (date|day)\b|哪一?天|几月几[日号]|什么日期", re.IGNORECASE)
 _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
 _DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
-_WORDS = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")  # a CJK character counts as a word
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
 _INSTITUTION_WORDS = ("Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
                       "Institute|Office|Fund|Center|Centre|Committee|Board|Court")
@@ -278,7 +277,7 @@ def candidate_features(asked: Question, candidates: list[Candidate], store: Stor
         context = set(tokenize(candidate.context + " " + candidate.passage.chunk.section))
         near = _figure_for_noun(candidate.text, asked)[0] if asked.head_noun else False
         fit = _type_fit(asked, candidate.text, near)
-        words = len(_WORDS.findall(candidate.text))
+        words = word_count(candidate.text)
         share = (lambda found: sum(1 for t in terms if t in found) / len(terms)) if terms else (lambda found: 0.0)
         rare = (sum(rarity[t] for t in terms if t in tokens[n]) / sum(rarity[t] for t in terms)) if terms else 0.0
         features = {
@@ -428,9 +427,10 @@ def _missing_required(asked: Question, passages: list[Retrieved], store: Store) 
     answers "How many 2015 interceptions?" need not say 2015 itself, but its article must)."""
     if asked.cjk:
         return None
-    keys = [_document_keys(store, p.chunk.doc_id, p.chunk.doc_sha256) for p in passages]
+    documents = {(p.chunk.doc_id, p.chunk.doc_sha256): p.chunk.title for p in passages}  # each document once
+    keys = [_document_keys(store, doc_id, version) for doc_id, version in documents]
     numbers = set().union(*(n for n, _ in keys))
-    names = " ".join(k for _, k in keys) + " ".join(spelling_key(p.chunk.title) for p in passages)
+    names = " ".join(k for _, k in keys) + " ".join(spelling_key(title) for title in documents.values())
     for term in asked.required:
         if (term.replace(",", "") not in numbers) if term[0].isdigit() else not _named_in(term, names):
             return term

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import logging
 import os
-import re
 import threading
 import time
 import warnings
@@ -25,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.errors import RagError
+from rag.lexical import word_count
 from rag.settings import BUNDLED_MODEL
 
 # A sentence's vector is its own plus this share of its label's (the heading it sits under): labels are a
@@ -33,7 +33,6 @@ LABEL_WEIGHT = 0.5
 # ...except for a text this short ("Prompt Engineering: First step." under "Model Selection"), which means
 # little without its label and is embedded with the label written in. CJK characters count a word each.
 SHORT_TEXT_WORDS = 6
-_WORD = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")
 # An ingest that has embedded this many texts in its own process is a large one: it starts an `EncoderPool`
 # for the rest (a smaller one would spend more starting the processes than they save). Texts go to the
 # processes in slices of POOL_SLICE.
@@ -504,7 +503,7 @@ def embed_labelled(embedder: Embedder, texts: list[str], labels: list[str]) -> n
     text of fewer than SHORT_TEXT_WORDS words is embedded as "label: text" instead."""
     if not texts:
         return np.zeros((0, embedder.dim), np.float32)
-    short = [bool(label) and len(_WORD.findall(text)) < SHORT_TEXT_WORDS for text, label in zip(texts, labels)]
+    short = [bool(label) and word_count(text) < SHORT_TEXT_WORDS for text, label in zip(texts, labels)]
     texts = [f"{label}: {text}" if written_in else text for text, label, written_in in zip(texts, labels, short)]
     labels = ["" if written_in else label for label, written_in in zip(labels, short)]
     distinct = list(dict.fromkeys(label for label in labels if label))

@@ -65,6 +65,14 @@ def _latin_tokens(text: str) -> list[str]:
     return _stemmer().stemWords(words) if words else []
 
 
+_WORD_OR_CJK = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")
+
+
+def word_count(text: str) -> int:
+    """Words of English and Chinese text alike: a CJK character counts as a word."""
+    return len(_WORD_OR_CJK.findall(text))
+
+
 def has_cjk(text: str) -> bool:
     return bool(_CJK_RUN.search(text))
 
