@@ -68,7 +68,7 @@ def measure(backend: str, models_dir: Path) -> dict:
 
 def export_once(backend: str, models_dir: Path) -> float:
     """Build (or find) the cached ONNX file; returns the seconds it took."""
-    from rag.embedding import OnnxEmbedder
+    from rag.onnx_backend import OnnxEmbedder
     from rag.settings import BUNDLED_MODEL
 
     started = time.perf_counter()

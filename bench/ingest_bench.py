@@ -71,7 +71,7 @@ def run_tutorial(corpus: Path, data_dir: Path) -> dict:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from rag.embedding import bundled_model_path
+    from rag.encoders import bundled_model_path
 
     embeddings = HuggingFaceEmbeddings(model_name=str(bundled_model_path()), model_kwargs={"device": "cpu"})
     embeddings.embed_documents(["warm up"])

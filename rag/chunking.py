@@ -43,7 +43,7 @@ class _Unit:
     tokens: int
 
 
-def chunk_document(doc: Document, chunk_tokens: int = 200, overlap: int = 30,
+def chunk_document(doc: Document, chunk_tokens: int, overlap: int,
                    fits: Callable[[str], bool] | None = None) -> list[Chunk]:
     """Chunks of at most `chunk_tokens` (cl100k), overlapping by whole sentences up to `overlap` tokens.
 

@@ -101,7 +101,7 @@ class Peers:
 
 
 def model_path(settings) -> str:
-    from rag.embedding import bundled_model_path
+    from rag.encoders import bundled_model_path
     from rag.settings import BUNDLED_MODEL
 
     return str(bundled_model_path()) if settings.embed_model == BUNDLED_MODEL else settings.embed_model

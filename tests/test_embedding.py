@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import (LABEL_WEIGHT, EncoderPool, OnnxEmbedder, TurnLock, UseEmbedder, embed_indexes,
-                            embed_labelled, in_turns)
+from rag.embedding import LABEL_WEIGHT, EncoderPool, embed_indexes, embed_labelled
+from rag.encoders import TurnLock, UseEmbedder, in_turns
+from rag.onnx_backend import OnnxEmbedder
 from rag.errors import StoreError
 from rag.settings import BUNDLED_MODEL
 from rag.store import MAIN_INDEX, Store
@@ -70,7 +71,7 @@ def test_a_cached_export_runs_without_torch_and_counts_tokens_as_the_model_does(
     script = f"""
 import json, sys
 from pathlib import Path
-from rag.embedding import OnnxEmbedder
+from rag.onnx_backend import OnnxEmbedder
 from rag.settings import BUNDLED_MODEL
 model = OnnxEmbedder(BUNDLED_MODEL, 2, Path({str(models_dir)!r}), quantized=True)
 print(json.dumps({{"heavy": [m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules],
@@ -106,7 +107,8 @@ def test_a_store_built_with_torch_vectors_refuses_int8_ones(torch_model, models_
 
 
 def test_the_backend_setting_picks_the_embedder_and_caches_models_in_the_data_dir(tmp_path):
-    from rag.embedding import SentenceTransformerEmbedder, main_embedder
+    from rag.embedding import main_embedder
+    from rag.encoders import SentenceTransformerEmbedder
 
     settings = make_settings(tmp_path / "data", embed_backend="onnx", models_dir=None)
     assert isinstance(main_embedder(settings), OnnxEmbedder)
@@ -197,7 +199,9 @@ def test_encoder_processes_leave_with_a_killed_parent_and_a_dead_one_is_a_clear_
 
     parent = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
-from rag.embedding import BUNDLED_MODEL, EncoderPool, OnnxEmbedder
+from rag.embedding import EncoderPool
+from rag.onnx_backend import OnnxEmbedder
+from rag.settings import BUNDLED_MODEL
 pool = EncoderPool({{"main": OnnxEmbedder(BUNDLED_MODEL, 16, __import__("pathlib").Path({str(models_dir)!r}), quantized=True)}})
 pool.encode("main", ["warm up"] * 300)
 print("ready", flush=True)
@@ -232,7 +236,9 @@ def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_hang(models_dir,
     script = tmp_path / "ingest_everything.py"  # encoder processes import the main script: here it starts a pool again
     script.write_text(f"""
 from pathlib import Path
-from rag.embedding import BUNDLED_MODEL, EncoderPool, OnnxEmbedder
+from rag.embedding import EncoderPool
+from rag.onnx_backend import OnnxEmbedder
+from rag.settings import BUNDLED_MODEL
 pool = EncoderPool({{"main": OnnxEmbedder(BUNDLED_MODEL, 16, Path({str(models_dir)!r}), quantized=True)}})
 print(pool.encode("main", ["a sentence"] * 300).shape)
 """)

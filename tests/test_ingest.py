@@ -111,7 +111,7 @@ def test_rebuild_drops_everything_and_allows_a_new_model(settings, store, corpus
     ingest([corpus_copy], settings, store)
     store.close()
     Store.reset(settings)
-    from rag.embedding import UseEmbedder
+    from rag.encoders import UseEmbedder
 
     other = Store.open(settings, {MAIN_INDEX: UseEmbedder()})
     assert other.documents() == [] and other.indexes[MAIN_INDEX].count() == 0
@@ -120,7 +120,7 @@ def test_rebuild_drops_everything_and_allows_a_new_model(settings, store, corpus
 
 def test_opening_with_another_model_asks_for_rebuild(settings, store, corpus_copy):
     ingest([corpus_copy], settings, store)
-    from rag.embedding import UseEmbedder
+    from rag.encoders import UseEmbedder
 
     built_with = re.escape(store.indexes[MAIN_INDEX].embedder.name)
     with pytest.raises(StoreError, match=rf"built with {built_with} \(384 dimensions\).*rag ingest --rebuild"):
