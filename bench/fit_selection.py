@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.answer import _candidates, candidate_features, retrieve  # noqa: E402
+from rag.answer import retrieve  # noqa: E402
+from rag.candidates import candidate_features, sentence_candidates  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
 from rag.grounding import fold  # noqa: E402
@@ -86,7 +87,7 @@ def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_ro
                 continue  # the half store only asks what it cannot answer
             asked, retrieval = retrieve(analyse(question.question), store, set_settings, k=k)
             passages = retrieval.passages
-            kept, rows = candidate_features(asked, _candidates(passages, asked.kind == "list"), store)
+            kept, rows = candidate_features(asked, sentence_candidates(passages, asked.kind == "list"), store)
             labels = np.array([answerable and _positive(c.text, question.evidence) for c in kept], dtype=bool)
             # The fold is the evidence's document (a question of the other half: the article its id names in tags).
             evidence = fold(question.evidence[0]) if question.evidence else None

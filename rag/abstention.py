@@ -1,0 +1,88 @@
+"""Abstention rules that hold for any text: what the question requires (a year, a figure, a name) and the
+passages' documents never give. They run before and beside the selection model's answerable probability."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from rag.candidates import UNITS, Candidate, figure_for_noun, type_fit
+from rag.grounding import numbers_in, spelling_key
+from rag.lexical import tokenize
+from rag.questions import Question
+from rag.retrieval import Retrieved
+from rag.store import Store
+
+
+def missing_required(asked: Question, passages: list[Retrieved], store: Store) -> str | None:
+    """A year, figure or name from the question that none of the passages' documents contains (the passage that
+    answers "How many 2015 interceptions?" need not say 2015 itself, but its article must)."""
+    if asked.cjk:
+        return None
+    documents = {(p.chunk.doc_id, p.chunk.doc_sha256): p.chunk.title for p in passages}  # each document once
+    keys = [_document_keys(store, doc_id, version) for doc_id, version in documents]
+    numbers = set().union(*(n for n, _ in keys))
+    names = " ".join(k for _, k in keys) + " ".join(spelling_key(title) for title in documents.values())
+    for term in asked.required:
+        if (term.replace(",", "") not in numbers) if term[0].isdigit() else not _named_in(term, names):
+            return term
+    return None
+
+
+def _named_in(name: str, names: str) -> bool:
+    """The name is there, or each of its words is, or its longest word is (a name quoted in part or misspelt
+    elsewhere: "Lor Loudoun"; but "United States" is not named by a text that only says "state")."""
+    words = spelling_key(name).split()
+    present = [f" {w} " in names for w in words]
+    return spelling_key(name) in names or all(present) or present[max(range(len(words)), key=lambda n: len(words[n]))]
+
+
+@lru_cache(maxsize=256)
+def _document_keys(store: Store, doc_id: str, version: str) -> tuple[frozenset[str], str]:
+    """The figures and the name key of one version of a document (read once per version)."""
+    text = store.document_text(doc_id) or ""
+    return frozenset(numbers_in(text)), spelling_key(text)
+
+
+def subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -> str | None:
+    """A name from the question whose passages carry no sentence of the asked type ('Overseas Version': no date)."""
+    for name in (t for t in asked.required if not t[0].isdigit()):
+        about = [c for c in candidates if spelling_key(name) in spelling_key(c.passage.chunk.text)]
+        if about and not any(type_fit(asked, c.text, False) > 0 or (asked.kind == "numeric" and _NUMBER_IN.search(c.text))
+                             for c in about):
+            return name
+    return None
+
+
+_NUMBER_IN = re.compile(r"\d")
+
+
+def numeric_problem(asked: Question, candidates: list[Candidate]) -> str | None:
+    """A count the documents never give: no amount in the asked unit, or the counted thing never with a figure."""
+    if asked.unit and not any(UNITS[asked.unit].search(c.text.lower()) for c in candidates):
+        return f"no passage gives an amount in {asked.unit}"
+    if not asked.head_noun:
+        return None
+    mentions = [c for c in candidates if _mentions_counted_thing(c.text, asked)]
+    figures = [figure_for_noun(c.text, asked) for c in mentions]
+    thing = " ".join(re.findall(r"[\w-]+", _counted_text(asked.standalone))) or asked.head_noun
+    if any(found for found, _ in figures) and not any(found and matched for found, matched in figures):
+        return f"they give figures for other kinds of {thing.split()[-1]}, not for {thing}"
+    if asked.modifiers and mentions and not any(found for found, _ in figures):  # "humanoid robots", never counted
+        return f"they mention {thing} but give no number for them"
+    return None
+
+
+def _mentions_counted_thing(text: str, asked: Question) -> bool:
+    """The counted noun, with one of the question's qualifiers right before it ('humanoid robots')."""
+    stems = [t[0] if t else "" for t in (tokenize(w) for w in re.findall(r"[\w,.]+", text.lower()))]
+    for position, stem in enumerate(stems):
+        if stem == asked.head_noun and (not asked.modifiers or (position and stems[position - 1] in asked.modifiers)):
+            return True
+    return False
+
+
+def _counted_text(question: str) -> str:
+    match = re.search(r"\bhow (?:many|much)\s+([\w\s\"'-]+?)(?:\s+(?:are|is|will|must|should|to|by|in|under|per)\b|\?|$)",
+                      question, re.IGNORECASE)
+    return match.group(1) if match else ""

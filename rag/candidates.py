@@ -1,0 +1,280 @@
+"""Sentence candidates for an extractive answer: the sentence units (and bullet blocks) of the passages, a row of
+the selection model's signals for each (`rag.selection.FEATURES`), and their ranking by its probability plus
+the rules of strict question types."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from rag.chunking import is_term_line, sentence_units
+from rag.grounding import fold
+from rag.lexical import tokenize, word_count
+from rag.questions import Question
+from rag.retrieval import Retrieved, sentence_vectors
+from rag.selection import FEATURES
+from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Store
+from rag.translation import translate
+
+_NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
+_DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|"
+                   r"(1[0-9]|20)\d{2}\s*年|\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+                        r"[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|"
+                        r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_DAY_QUESTION = re.compile(r"\b(on )?what (date|day)\b|\bwhich (date|day)\b|哪一?天|几月几[日号]|什么日期", re.IGNORECASE)
+_YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
+_DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
+# A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
+_INSTITUTION_WORDS = ("Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
+                      "Institute|Office|Fund|Center|Centre|Committee|Board|Court")
+_BODY = re.compile(rf"\b({_INSTITUTION_WORDS}|News|Regulator|Parliament|Government)\b|\b[A-Z]{{2,6}}\b|"
+                   r"\b[A-Z][a-z]+ [A-Z][a-z]+\b")
+# A person's name, recognised by a title or a reporting verb next to it ("Wu Yin, Professor at ...").
+_PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
+                     r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
+                     r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
+_ENTITY = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b|\b[A-Z]{2,}\b")
+_NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
+_INSTITUTION = re.compile(rf"\b({_INSTITUTION_WORDS}|Association|Company|Group|Bank)\b")
+_CAPITALISED = re.compile(r"[A-Z][\w'’]+")
+UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
+          "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million|元")}
+_DEFINES = re.compile(r"^\W*(?:an? |the )?(.{2,80}?)\s+(?:is|are|means|refers to|denotes|stands for|is defined as|"
+                      r"shall mean)\b", re.IGNORECASE)
+ELLIPSIS = ("…", "...")
+
+
+DATE_RUNNERS_UP = 2  # how far down a "when" question looks for a sentence with a day in it
+
+
+@dataclass(frozen=True)
+class Candidate:
+    passage: Retrieved
+    start: int  # offsets in the document
+    end: int
+    text: str
+    context: str = ""  # the label line or heading it sits under ("Computing Power", "V. Security & Governance")
+    is_block: bool = False  # a label line with the bullet lines under it
+    units: tuple[int, ...] = ()  # the chunk's sentence units it covers (their stored vectors score it)
+    support: float = 0.0
+    has_number_for_noun: bool = False
+    modifiers_match: bool = True
+
+
+def sentence_candidates(passages: list[Retrieved], list_question: bool = False) -> list[Candidate]:
+    """The sentence units of the passages (as the vector index holds them) and, for lists, bullet blocks."""
+    seen: set[str] = set()
+    found = []
+    for passage in passages:
+        chunk = passage.chunk
+        units = sentence_units(chunk.text, chunk.section)
+        for number, unit in enumerate(units):
+            text = unit.text(chunk.text)
+            key = fold(text)
+            if key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？")) or is_term_line(text):
+                continue  # a question, or a bare term or title, is not an answer
+            seen.add(key)
+            found.append(Candidate(passage, chunk.start + unit.start, chunk.start + unit.end, text, unit.label,
+                                   units=(number,)))
+        if list_question:  # a label with its bullet lines answers "what are the X"; elsewhere its one line does
+            found.extend(_blocks(passage, units, seen))
+    return found
+
+
+def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
+    """Runs of two or more bullet lines under one label ('Model Selection:' ...) as one list candidate."""
+    chunk = passage.chunk
+    blocks, run = [], []
+    for number, unit in enumerate(units + [None]):
+        is_bullet = unit is not None and chunk.text[:unit.start].rstrip(" ").endswith(("\n-", "\n•", "\n*"))
+        if run and (unit is None or not is_bullet or unit.label != units[run[0]].label):
+            if len(run) >= 2 and units[run[0]].label:
+                first, last = units[run[0]], units[run[-1]]
+                label_at = chunk.text.rfind(first.label, 0, first.start)
+                start = label_at if label_at >= 0 else first.start
+                text = chunk.text[start:last.end]
+                if fold(text) not in seen:
+                    seen.add(fold(text))
+                    blocks.append(Candidate(passage, chunk.start + start, chunk.start + last.end, text, first.label,
+                                            is_block=True, units=tuple(run)))
+            run = []
+        if unit is not None and is_bullet:
+            run.append(number)
+    return blocks
+
+
+def candidate_features(asked: Question, candidates: list[Candidate], store: Store) -> tuple[list[Candidate], np.ndarray]:
+    """The candidates that can be scored (their chunk's vectors are at hand) and a row of `FEATURES` for each.
+
+    Similarity comes from the main model when question and passage are both English, else from the multilingual
+    one; a Chinese question also asks English passages in its dictionary translation (its terms, and the main
+    model's similarity to it)."""
+    similarity = _similarities(asked, candidates, store, asked.standalone, cross_language=True)
+    english = translate(asked.standalone) if asked.cjk else ""
+    translated = _similarities(asked, candidates, store, english, cross_language=False) if english else {}
+    kept = [c for c in candidates if _key(c) in similarity]
+    similarities = [similarity[_key(c)] for c in kept]
+    if not kept:
+        return [], np.zeros((0, len(FEATURES)))
+    own_terms, english_terms = list(dict.fromkeys(asked.terms)), list(dict.fromkeys(tokenize(english)))
+    term_lists = [english_terms if english and c.passage.chunk.language != "zh" else own_terms for c in kept]
+    tokens = [set(tokenize(c.text)) for c in kept]
+    frequency = {t: sum(1 for own in tokens if t in own) for t in set(own_terms) | set(english_terms)}
+    rarity = {t: np.log(1 + len(kept) / (1 + frequency[t])) for t in frequency}
+    everywhere = set().union(*tokens, *(tokenize(c.context) for c in kept))
+    anywhere = [sum(1 for t in terms if t in everywhere) / len(terms) if terms else 0.0 for terms in term_lists]
+    best = max(similarities)
+    order = {n: rank for rank, n in enumerate(sorted(range(len(kept)), key=lambda n: -similarities[n]))}
+    subject = _defined_subject(asked)
+    rows = []
+    for n, candidate in enumerate(kept):
+        terms = term_lists[n]
+        context = set(tokenize(candidate.context + " " + candidate.passage.chunk.section))
+        near = figure_for_noun(candidate.text, asked)[0] if asked.head_noun else False
+        fit = type_fit(asked, candidate.text, near)
+        words = word_count(candidate.text)
+        share = (lambda found: sum(1 for t in terms if t in found) / len(terms)) if terms else (lambda found: 0.0)
+        rare = (sum(rarity[t] for t in terms if t in tokens[n]) / sum(rarity[t] for t in terms)) if terms else 0.0
+        features = {
+            "similarity": similarities[n], "similarity_gap": similarities[n] - best,
+            "translated_similarity": translated.get(_key(candidate), 0.0),
+            "similarity_rank": 1 / (1 + order[n]), "terms": share(tokens[n]), "rare_terms": rare,
+            "heading_terms": share(context),
+            **{f"type_fit_{kind}": fit if asked.kind == kind or (kind == "who" and asked.wants_person) else 0.0
+               for kind in ("numeric", "date", "who", "list")},
+            "figure_for_noun": float(near), "definition": float(_defines(candidate, subject)),
+            "passage_rank": 1 / candidate.passage.rank, "position": 1 / (1 + min(candidate.units)),
+            "log_words": float(np.log1p(words)), "short": float(words < 6), "block": float(candidate.is_block),
+            "truncated": float(candidate.text.rstrip().endswith(ELLIPSIS)),
+            "multilingual_similarity": float(asked.cjk or candidate.passage.chunk.language == "zh"),
+            "terms_anywhere": anywhere[n],
+            **{f"kind_{kind}": float(asked.kind == kind) for kind in
+               ("numeric", "date", "who", "list", "definition", "condition", "summary")},
+        }
+        rows.append(features)
+    # How far below the question's best candidate on each signal: what ranks candidates within a question.
+    top_score = max(c.passage.score for c in kept) or 1.0
+    for name in ("rare_terms", "terms", "heading_terms", "translated_similarity"):
+        top = max(features[name] for features in rows)
+        for features in rows:
+            features[f"{name}_gap"] = features[name] - top
+    for features, candidate in zip(rows, kept):
+        features["passage_score"] = candidate.passage.score / top_score
+    return kept, np.asarray([[features[name] for name in FEATURES] for features in rows], dtype=float)
+
+
+def rank_candidates(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray) -> list[Candidate]:
+    """The candidates with their probability of holding the answer, best first."""
+    figure = FEATURES.index("figure_for_noun")
+    scored = [replace(c, support=round(float(p), 4), has_number_for_noun=bool(row[figure]))
+              for c, p, row in zip(kept, probabilities, rows)]
+    if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
+        scored = [c for c in scored if type_fit(asked, c.text, c.has_number_for_noun) > 0]
+    if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
+        scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)]
+    scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
+    if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
+        scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
+    elif asked.kind == "date" and not _YEAR_QUESTION.search(asked.text) and scored:
+        # "When was it issued?": a runner-up that gives a day beats a best sentence that gives only a year
+        close = scored[:DATE_RUNNERS_UP]
+        if not _FULL_DATE.search(scored[0].text) and (dated := [c for c in close if _FULL_DATE.search(c.text)]):
+            scored = dated + [c for c in scored if c not in dated]
+    return scored
+
+
+def _defined_subject(asked: Question) -> str:
+    """The term a definition question asks about ("What is pilot-scale verification?" -> "pilot-scale verification")."""
+    if asked.kind != "definition":
+        return ""
+    match = re.search(r"(?:what is|what's|what are|define|what does|meaning of|definition of|meant by)\s+"
+                      r"(?:an? |the term |the )?(.+?)(?:\s+(?:mean|stand for|refer to))?\s*[?？]?$", asked.text, re.IGNORECASE)
+    return fold(match.group(1)).strip("\"'“”‘’ ") if match else ""
+
+
+def _defines(candidate: Candidate, subject: str) -> bool:
+    """The sentence defines the subject: "X is/means ...", or it sits right under the term (a glossary entry)."""
+    if not subject:
+        return False
+    opening = _DEFINES.match(candidate.text)
+    return bool(opening and subject in fold(opening.group(1))) or (bool(candidate.context) and subject == fold(candidate.context))
+
+
+def _key(candidate: Candidate) -> tuple[str, tuple[int, ...]]:
+    return candidate.passage.chunk.chunk_id, candidate.units
+
+
+def _similarities(asked: Question, candidates: list[Candidate], store: Store, question: str,
+                  cross_language: bool) -> dict[tuple[str, tuple[int, ...]], float]:
+    """Each candidate's cosine with `question` (its best sentence unit): in the main model, or with
+    `cross_language` in the multilingual one where question or passage is Chinese. A candidate whose chunk was
+    replaced while we read is left out."""
+    multilingual = cross_language and MULTILINGUAL_INDEX in store.indexes
+    chunks: dict[str, dict] = {MAIN_INDEX: {}, MULTILINGUAL_INDEX: {}}
+    for candidate in candidates:
+        chunk = candidate.passage.chunk
+        index = MULTILINGUAL_INDEX if multilingual and (asked.cjk or chunk.language == "zh") else MAIN_INDEX
+        chunks[index][chunk.chunk_id] = chunk
+    found = {}
+    for index, wanted in chunks.items():
+        if not wanted:
+            continue
+        vector = store.indexes[index].embedder.embed_query(question)
+        stored = sentence_vectors(store, index, wanted)
+        for candidate in candidates:
+            vectors = stored.get(candidate.passage.chunk.chunk_id)
+            if candidate.passage.chunk.chunk_id in wanted and vectors is not None and max(candidate.units) < len(vectors):
+                found[_key(candidate)] = max(float(vectors[n] @ vector) for n in candidate.units)
+    return found
+
+
+def type_fit(asked: Question, text: str, near: bool) -> float:
+    kind = asked.kind
+    if kind == "numeric":
+        has_number = bool(_DIGIT.search(text)) or any(_NUMBER_TOKEN.match(w.lower()) for w in re.findall(r"[\w,.]+", text))
+        if asked.unit and not UNITS[asked.unit].search(text.lower()):
+            return 0.0
+        return 1.0 if near else 0.6 if has_number else 0.0
+    if kind == "date":  # a day beats a bare year, unless a year is what is asked
+        if _FULL_DATE.search(text) or (_DATE.search(text) and _YEAR_QUESTION.search(asked.text)):
+            return 1.0
+        return 0.6 if _DATE.search(text) else 0.0
+    if asked.wants_person:
+        return 1.0 if _PERSON.search(text) else 0.6 if new_name(asked, text) else 0.0
+    if kind == "who":
+        return 1.0 if _BODY.search(text) else 0.0
+    if kind == "list":
+        return min(1.0, (text.count(",") + text.count("、") + text.count(" and ")) / 3)
+    return 0.5
+
+
+def new_name(asked: Question, text: str, names: re.Pattern = _NAME_PAIR, institutions: bool = False) -> bool:
+    """A name (`names`: a run of capitalised words by default) past the start of the text, not made only of words
+    the question itself holds, and unless `institutions` no institution ("Luke Kuechly", not "Information
+    Technology" asked about, nor "Ministry of ...")."""
+    asked_words = set(_CAPITALISED.findall(asked.standalone))
+    for match in names.finditer(text):
+        if (match.start() > 0 and not set(_CAPITALISED.findall(match.group())) <= asked_words
+                and (institutions or not _INSTITUTION.search(match.group()))):
+            return True
+    return False
+
+
+def figure_for_noun(text: str, asked: Question) -> tuple[bool, bool]:
+    """(a figure stands within six words before the counted noun, the words between share a qualifier)."""
+    words = re.findall(r"[\w,.]+", text.lower())
+    stems = [tokenize(w)[:1] for w in words]
+    found, matched = False, False
+    for position, word in enumerate(words):
+        if not _NUMBER_TOKEN.match(word.strip(",.")):
+            continue
+        for offset, stem in enumerate(stems[position + 1:position + 7], start=position + 1):
+            if stem == [asked.head_noun]:
+                found = True
+                between = {s[0] for s in stems[position + 1:offset] if s}
+                matched = matched or not asked.modifiers or bool(between & set(asked.modifiers))
+                break
+    return found, matched
