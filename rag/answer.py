@@ -20,6 +20,7 @@ from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.selection import load_model
 from rag.retrieval import Retrieved, RetrievalResult, search
 from rag.store import Filters, Store
+from rag.settings import Settings
 
 # How many sentences an answer quotes at most, and what share of the best one's probability a further
 # sentence needs (bench/fit_selection.py reports the trade of fact recall against length).
@@ -30,7 +31,7 @@ _SUMMARY_HEADING = re.compile(r"summar|overview|abstract|conclusion|takeaway|pur
                               r"概述|摘要|总结|前言|引言", re.IGNORECASE)
 
 
-def answer(question: str, settings, *, store: Store, history: tuple[str, ...] = (), filters: Filters | None = None,
+def answer(question: str, settings: Settings, *, store: Store, history: tuple[str, ...] = (), filters: Filters | None = None,
            k: int | None = None, answerer: str | None = None) -> Answer:
     """Answer `question` from the stored documents, or abstain; see the module docstring."""
     final = None
@@ -40,7 +41,7 @@ def answer(question: str, settings, *, store: Store, history: tuple[str, ...] = 
     return final
 
 
-def stream_answer(question: str, settings, *, store: Store, history: tuple[str, ...] = (),
+def stream_answer(question: str, settings: Settings, *, store: Store, history: tuple[str, ...] = (),
                   filters: Filters | None = None, k: int | None = None,
                   answerer: str | None = None) -> Iterator[str | Answer]:
     """Text pieces as they are produced (the LLM streams; the extractive answer comes whole), then the Answer."""
@@ -77,7 +78,7 @@ def stream_answer(question: str, settings, *, store: Store, history: tuple[str, 
     yield replace(result, timings={**timings, **result.timings}, question=asked.standalone)
 
 
-def retrieve(asked: Question, store: Store, settings, *, k: int | None = None,
+def retrieve(asked: Question, store: Store, settings: Settings, *, k: int | None = None,
              filters: Filters | None = None) -> tuple[Question, RetrievalResult]:
     """The passages for the question; an acronym the first passages spell out is asked again spelled out."""
     retrieval = search(store, settings, asked.standalone, k=k, filters=filters)
@@ -88,7 +89,7 @@ def retrieve(asked: Question, store: Store, settings, *, k: int | None = None,
     return asked, search(store, settings, expanded, k=k, filters=filters)
 
 
-def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, settings) -> Answer:
+def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, settings: Settings) -> Answer:
     """One to four sentences quoted verbatim from the passages, best first, each with its citation."""
     if not passages:
         return abstention(asked, passages, "nothing relevant is stored")

@@ -28,6 +28,7 @@ from rag.errors import FileTooLargeError, LoadError, QuestionError, RagError, St
 from rag.ingest import remove_documents
 from rag.store import Filters, Store
 from rag.uploads import ingest_upload
+from rag.settings import Settings
 
 DEFAULT_MODEL = "policy-rag"
 ANSWERERS = {DEFAULT_MODEL: None, "policy-rag-extractive": "extractive", "policy-rag-llm": "llm"}
@@ -83,7 +84,7 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def create_app(settings, store: Store, *, host: str) -> FastAPI:
+def create_app(settings: Settings, store: Store, *, host: str) -> FastAPI:
     """The API over an open store; `host` is the address it listens on (writes need a token beyond loopback)."""
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
 

@@ -18,6 +18,7 @@ from rag.encoders import E5Embedder, Embedder, SentenceTransformerEmbedder, UseE
 from rag.errors import RagError
 from rag.lexical import word_count
 from rag.onnx_backend import OnnxEmbedder
+from rag.settings import Settings
 
 # A sentence's vector is its own plus this share of its label's (the heading it sits under): labels are a
 # third of the word pieces of "label: sentence" texts, and many sentences share one (README: Performance).
@@ -135,13 +136,13 @@ def _cached_multilingual(kind: str) -> Embedder:
     return UseEmbedder() if kind == "usem3" else E5Embedder()
 
 
-def main_embedder(settings) -> SentenceTransformerEmbedder:
+def main_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     """The configured main embedder, loaded once per process."""
     with _load_lock:
         return _cached_main(settings.embed_model, settings.embed_batch_size, settings.embed_backend, settings.onnx_dir)
 
 
-def multilingual_embedder(settings) -> Embedder | None:
+def multilingual_embedder(settings: Settings) -> Embedder | None:
     """The configured multilingual embedder, or None when RAG_MULTILINGUAL_MODEL=none."""
     if settings.multilingual_model == "none":
         return None
@@ -176,11 +177,11 @@ class LazyEmbedder:
         return getattr(self.loaded, attribute)
 
 
-def _multilingual_kind(settings) -> type:
+def _multilingual_kind(settings: Settings) -> type:
     return UseEmbedder if settings.multilingual_model == "usem3" else E5Embedder
 
 
-def model_names(settings) -> dict[str, str]:
+def model_names(settings: Settings) -> dict[str, str]:
     """The names the store records for each index's vectors, by index, without loading a model."""
     from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, index_keys
 
@@ -190,7 +191,7 @@ def model_names(settings) -> dict[str, str]:
     return names
 
 
-def embedders(settings, *, loaded: bool = False) -> dict[str, Embedder]:
+def embedders(settings: Settings, *, loaded: bool = False) -> dict[str, Embedder]:
     """The store's embedders by index name: the main model, and the multilingual one unless disabled; each
     loads when first used, or at once when `loaded` (the chat, which should not make its first visitor wait)."""
     from rag.store import MAIN_INDEX

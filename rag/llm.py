@@ -20,6 +20,7 @@ from rag.chunking import sentence_spans
 from rag.lexical import tokenize
 from rag.questions import Question
 from rag.retrieval import Retrieved
+from rag.settings import Settings
 
 NOT_IN_DOCUMENTS = "NOT_IN_DOCUMENTS"
 SYSTEM_PROMPT = f"""You answer questions about policy documents using only the numbered passages you are given.
@@ -55,7 +56,7 @@ def _from_flagged_document(passage: Retrieved) -> bool:
     return addresses_assistant(passage.chunk.text)
 
 
-def chat_model(settings):
+def chat_model(settings: Settings):
     """The configured LangChain chat model; a RagError names the setting when it cannot be made."""
     if not settings.llm_model:
         raise RagError("RAG_ANSWERER=llm needs RAG_LLM_MODEL, e.g. openai:gpt-4o-mini or ollama:qwen2.5:7b")
@@ -75,7 +76,7 @@ def chat_model(settings):
         raise RagError(f"RAG_LLM_MODEL={settings.llm_model!r} cannot be used: {exc}") from None
 
 
-def stream_llm_answer(asked: Question, passages: list[Retrieved], settings, *, fallback: Answer) -> Iterator[str | Answer]:
+def stream_llm_answer(asked: Question, passages: list[Retrieved], settings: Settings, *, fallback: Answer) -> Iterator[str | Answer]:
     """Stream the model's text, then yield the resolved Answer (or the extractive fallback on any failure)."""
     if not passages:
         yield fallback
@@ -135,7 +136,7 @@ def _anchor(sentence: str, passage: Retrieved, marker: int) -> Citation:
                     chunk.start + start, chunk.start + end, chunk.published)
 
 
-def rewrite_question(question: str, history: tuple[str, ...], settings) -> str | None:
+def rewrite_question(question: str, history: tuple[str, ...], settings: Settings) -> str | None:
     """A standalone version of a follow-up, written by the LLM; None when it cannot (the caller falls back)."""
     try:
         model = chat_model(settings)

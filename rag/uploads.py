@@ -12,6 +12,7 @@ from rag.errors import FileTooLargeError, LoadError, UnsupportedFileError
 from rag.ingest import FileOutcome, Progress, ingest
 from rag.loaders import SUPPORTED_SUFFIXES
 from rag.store import Store
+from rag.settings import Settings
 
 
 def safe_name(name: str) -> str:
@@ -43,7 +44,7 @@ def save_upload(folder: Path, name: str, data: bytes, max_file_mb: float) -> Pat
     return target
 
 
-def ingest_upload(name: str, data: bytes, settings, store: Store, progress: Progress | None = None) -> FileOutcome:
+def ingest_upload(name: str, data: bytes, settings: Settings, store: Store, progress: Progress | None = None) -> FileOutcome:
     """Save an upload and ingest it: its outcome (added, updated or unchanged), or a LoadError saying why not."""
     path = save_upload(settings.uploads_dir, name, data, settings.max_file_mb)
     report = ingest([path], settings, store, progress=progress, files_root=settings.uploads_dir)  # doc_id: its name
