@@ -38,6 +38,7 @@ def answer(question: str, settings: Settings, *, store: Store, history: tuple[st
     for item in stream_answer(question, settings, store=store, history=history, filters=filters, k=k, answerer=answerer):
         if isinstance(item, Answer):
             final = item
+    assert final is not None  # stream_answer always ends with the Answer
     return final
 
 

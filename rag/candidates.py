@@ -87,7 +87,8 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
 def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
     """Runs of two or more bullet lines under one label ('Model Selection:' ...) as one list candidate."""
     chunk = passage.chunk
-    blocks, run = [], []
+    blocks: list[Candidate] = []
+    run: list[int] = []
     for number, unit in enumerate(units + [None]):
         is_bullet = unit is not None and chunk.text[:unit.start].rstrip(" ").endswith(("\n-", "\n•", "\n*"))
         if run and (unit is None or not is_bullet or unit.label != units[run[0]].label):

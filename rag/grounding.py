@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
-from rag.documents import Answer
+from rag.documents import Answer, Citation
 from rag.lexical import tokenize
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -84,7 +84,7 @@ def check_answer(answer_: Answer, mode: str) -> Answer:
     """The output filter: drop (or flag) sentences whose cited passage does not support them."""
     if answer_.abstained:
         return answer_
-    kept_citations = []
+    kept_citations: list[Citation] = []
     kept_parts = []
     removed = 0
     by_marker = {c.marker: c for c in answer_.citations}

@@ -12,11 +12,15 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rag.encoders import SentenceTransformerEmbedder, cached_query, embedder_name, model_folder
 from rag.errors import RagError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 class OnnxEmbedder:
@@ -38,7 +42,7 @@ class OnnxEmbedder:
         self.dim = self._encoder.dim
         self._recipe = (OnnxEncoder, (str(path), str(tokenizer), self.batch_size))
         self._tokenizer_file = str(tokenizer)
-        self._counter = None  # made when first needed: a question counts no tokens
+        self._counter: Tokenizer | None = None  # made when first needed: a question counts no tokens
         self._counter_lock = threading.Lock()
 
     def count_model_tokens(self, text: str) -> int:
@@ -196,23 +200,23 @@ def _exported(model: str, folder: Path, models_dir: Path, quantized: bool) -> tu
         return path, tokenizer
     import torch
 
-    model = SentenceTransformerEmbedder(model, batch_size=1)._model  # only to export it
+    transformer = SentenceTransformerEmbedder(model, batch_size=1)._model  # only to export it
     models_dir.mkdir(parents=True, exist_ok=True)
     if not tokenizer.exists():
-        _save_tokenizer(model, tokenizer)
+        _save_tokenizer(transformer, tokenizer)
     fp32 = models_dir / f"{key}-fp32.onnx"
     if not fp32.exists():
-        names = list(model.tokenizer(["a"], return_tensors="pt").keys())
+        names = list(transformer.tokenizer(["a"], return_tensors="pt").keys())
 
         class Pipeline(torch.nn.Module):  # the whole model: transformer, pooling (and normalising, if it has one)
             def __init__(self):
                 super().__init__()
-                self.model = model
+                self.model = transformer
 
             def forward(self, *inputs):
                 return self.model(dict(zip(names, inputs)))["sentence_embedding"]
 
-        example = tuple(model.tokenizer(["an example", "a longer example sentence"], padding=True,
+        example = tuple(transformer.tokenizer(["an example", "a longer example sentence"], padding=True,
                                         return_tensors="pt").values())
         axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"embedding": {0: "batch"}}
 

@@ -176,8 +176,8 @@ def rewrite_follow_up(question: str, history: tuple[str, ...]) -> str:
     previous_kind = question_type(previous)
     opener = ""
     if kind == "other" and previous_kind != "other":  # "and for SMEs?" keeps asking what was asked
-        opener = re.match(r"^\s*(how many|how much|when|who|which|what)\b", previous, re.IGNORECASE)
-        opener = f"{opener.group(1)} " if opener else ""
+        asked_as = re.match(r"^\s*(how many|how much|when|who|which|what)\b", previous, re.IGNORECASE)
+        opener = f"{asked_as.group(1)} " if asked_as else ""
     return f"{opener}{question.rstrip('?？ ')} ({' '.join(dict.fromkeys(carried))})?"
 
 
