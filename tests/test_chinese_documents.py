@@ -11,7 +11,7 @@ from rag.embedding import embedders
 from rag.ingest import ingest
 from rag.loaders import load_document
 from rag.retrieval import search
-from rag.store import Store
+from rag.store import Filters, Store
 
 from conftest import ROOT, make_settings
 
@@ -94,3 +94,12 @@ def test_english_questions_find_the_chinese_clause(store, question, evidence):
     passages = search(opened, settings, question, k=5).passages
     assert any(evidence in p.chunk.text for p in passages[:3]), [p.chunk.text[:30] for p in passages]
 
+
+
+def test_a_language_filter_keeps_out_documents_in_other_languages(store):
+    opened, settings = store
+    question = "What is the maximum PUE for new data centres?"
+    assert search(opened, settings, question, k=5, filters=Filters(language="en")).passages == []
+    chinese = search(opened, settings, question, k=5, filters=Filters(language="zh")).passages
+    assert chinese and {p.chunk.language for p in chinese} == {"zh"}
+    assert any("不得高于1.25" in p.chunk.text for p in chinese)
