@@ -55,7 +55,8 @@ with st.sidebar:
     k = st.slider("Passages to retrieve (k)", 1, 20, settings.k, key="k")
     answerers = ["extractive"] + (["llm"] if settings.llm_model else [])
     answerer = st.radio("Answerer", answerers, key="answerer",
-                        format_func=lambda a: "Extractive (no LLM)" if a == "extractive" else f"LLM: {settings.llm_model}")
+                        format_func=lambda a: "Extractive (no "
+                                              "LLM)" if a == "extractive" else f"LLM: {settings.llm_model}")
     if st.button("New chat", use_container_width=True):
         state.messages = []
         st.rerun()

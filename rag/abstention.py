@@ -48,8 +48,9 @@ def subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -
     """A name from the question whose passages carry no sentence of the asked type ('Overseas Version': no date)."""
     for name in (t for t in asked.required if not t[0].isdigit()):
         about = [c for c in candidates if spelling_key(name) in spelling_key(c.passage.chunk.text)]
-        if about and not any(type_fit(asked, c.text, False) > 0 or (asked.kind == "numeric" and _NUMBER_IN.search(c.text))
-                             for c in about):
+        if about and not any(
+            type_fit(asked, c.text, False) > 0 or (asked.kind == "numeric" and _NUMBER_IN.search(c.text)) for c in about
+        ):
             return name
     return None
 
@@ -83,6 +84,7 @@ def _mentions_counted_thing(text: str, asked: Question) -> bool:
 
 
 def _counted_text(question: str) -> str:
-    match = re.search(r"\bhow (?:many|much)\s+([\w\s\"'-]+?)(?:\s+(?:are|is|will|must|should|to|by|in|under|per)\b|\?|$)",
+    match = re.search(r"\bhow (?:many|much)\s+([\w\s\"'-]+?)(?:\s+(?:are|is|will|must|should|to|by|in|under|per)\b|\?|"
+                      r"$)",
                       question, re.IGNORECASE)
     return match.group(1) if match else ""

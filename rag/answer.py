@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
 from rag.abstention import missing_required, numeric_problem, subject_without_typed_answer
 from rag.candidates import ELLIPSIS, Candidate, candidate_features, rank_candidates, sentence_candidates
@@ -17,10 +17,10 @@ from rag.documents import Answer, Citation
 from rag.grounding import check_answer
 from rag.lexical import tokenize
 from rag.questions import Question, analyse, content_terms, expand_acronyms
+from rag.retrieval import RetrievalResult, Retrieved, search
 from rag.selection import load_model
-from rag.retrieval import Retrieved, RetrievalResult, search
-from rag.store import Filters, Store
 from rag.settings import Settings
+from rag.store import Filters, Store
 
 # How many sentences an answer quotes at most, and what share of the best one's probability a further
 # sentence needs (bench/fit_selection.py reports the trade of fact recall against length).
@@ -31,11 +31,21 @@ _SUMMARY_HEADING = re.compile(r"summar|overview|abstract|conclusion|takeaway|pur
                               r"概述|摘要|总结|前言|引言", re.IGNORECASE)
 
 
-def answer(question: str, settings: Settings, *, store: Store, history: tuple[str, ...] = (), filters: Filters | None = None,
-           k: int | None = None, answerer: str | None = None) -> Answer:
+def answer(
+    question: str,
+    settings: Settings,
+    *,
+    store: Store,
+    history: tuple[str, ...] = (),
+    filters: Filters | None = None,
+    k: int | None = None,
+    answerer: str | None = None,
+) -> Answer:
     """Answer `question` from the stored documents, or abstain; see the module docstring."""
     final = None
-    for item in stream_answer(question, settings, store=store, history=history, filters=filters, k=k, answerer=answerer):
+    for item in stream_answer(
+        question, settings, store=store, history=history, filters=filters, k=k, answerer=answerer
+    ):
         if isinstance(item, Answer):
             final = item
     assert final is not None  # stream_answer always ends with the Answer
@@ -119,8 +129,14 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
             return abstention(asked, passages, f"they mention {subject} but give no {wanted} for it")
     threshold = model.abstain_below if settings.abstain_threshold is None else settings.abstain_threshold
     if answerable < threshold:
-        return replace(abstention(asked, passages, f"the passages are unlikely to answer it "
-                                                   f"(probability {answerable:.2f} < {threshold:.2f})"), support=answerable)
+        return replace(
+            abstention(
+                asked,
+                passages,
+                f"the passages are unlikely to answer it (probability {answerable:.2f} < {threshold:.2f})",
+            ),
+            support=answerable,
+        )
     chosen = _compose(asked, candidates)
     return replace(cited_answer(chosen, passages), support=answerable)
 

@@ -13,8 +13,8 @@ import ipaddress
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from itertools import chain
-from typing import Iterator
 
 from fastapi import Depends, FastAPI, File, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -26,9 +26,9 @@ from rag.answer import stream_answer
 from rag.documents import Answer
 from rag.errors import FileTooLargeError, LoadError, QuestionError, RagError, StoreError, UnsupportedFileError
 from rag.ingest import remove_documents
+from rag.settings import Settings
 from rag.store import Filters, Store
 from rag.uploads import ingest_upload
-from rag.settings import Settings
 
 DEFAULT_MODEL = "policy-rag"
 ANSWERERS = {DEFAULT_MODEL: None, "policy-rag-extractive": "extractive", "policy-rag-llm": "llm"}
@@ -148,8 +148,11 @@ def create_app(settings: Settings, store: Store, *, host: str) -> FastAPI:
             raise ApiError(404, f"Unknown model {request.model!r}: use one of {', '.join(models())} (GET /v1/models).",
                            param="model", code="model_not_found")
         if request.messages[-1].role != "user":
-            raise ApiError(400, f"The last message must be the user's question, got role {request.messages[-1].role!r}.",
-                           param="messages")
+            raise ApiError(
+                400,
+                f"The last message must be the user's question, got role {request.messages[-1].role!r}.",
+                param="messages",
+            )
         unknown = sorted(set(request.doc_ids) - {doc.doc_id for doc in store.documents()})
         if unknown:
             raise ApiError(404, f"Unknown doc_ids {', '.join(map(repr, unknown))} in the filter; GET /v1/documents "

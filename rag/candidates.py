@@ -19,12 +19,15 @@ from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Store
 from rag.translation import translate
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
-_DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|"
-                   r"(1[0-9]|20)\d{2}\s*年|\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
-_FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
-                        r"[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|"
-                        r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
-_DAY_QUESTION = re.compile(r"\b(on )?what (date|day)\b|\bwhich (date|day)\b|哪一?天|几月几[日号]|什么日期", re.IGNORECASE)
+_DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|"
+                   r"apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|(1[0-9]|20)\d{2}\s*年|"
+                   r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_FULL_DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b|\b\d{4}-\d{2}-\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|"
+                        r"nov|dec)[a-z]*\.?\s+\d{1,2}\b|\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|"
+                        r"dec)[a-z]*\b|\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
+_DAY_QUESTION = re.compile(
+    r"\b(on )?what (date|day)\b|\bwhich (date|day)\b|哪一?天|几月几[日号]|什么日期", re.IGNORECASE
+)
 _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
 _DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
@@ -107,7 +110,9 @@ def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
     return blocks
 
 
-def candidate_features(asked: Question, candidates: list[Candidate], store: Store) -> tuple[list[Candidate], np.ndarray]:
+def candidate_features(
+    asked: Question, candidates: list[Candidate], store: Store
+) -> tuple[list[Candidate], np.ndarray]:
     """The candidates that can be scored (their chunk's vectors are at hand) and a row of `FEATURES` for each.
 
     Similarity comes from the main model when question and passage are both English, else from the multilingual
@@ -167,12 +172,16 @@ def candidate_features(asked: Question, candidates: list[Candidate], store: Stor
     return kept, np.asarray([[features[name] for name in FEATURES] for features in rows], dtype=float)
 
 
-def rank_candidates(asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray) -> list[Candidate]:
+def rank_candidates(
+    asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray
+) -> list[Candidate]:
     """The candidates with their probability of holding the answer, best first."""
     figure = FEATURES.index("figure_for_noun")
     scored = [replace(c, support=round(float(p), 4), has_number_for_noun=bool(row[figure]))
               for c, p, row in zip(kept, probabilities, rows)]
-    if asked.kind in ("numeric", "date") or asked.wants_person:  # strict types: the answer must carry a figure/date/name
+    if (
+        asked.kind in ("numeric", "date") or asked.wants_person
+    ):  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
         scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)]
@@ -191,8 +200,8 @@ def _defined_subject(asked: Question) -> str:
     """The term a definition question asks about ("What is pilot-scale verification?" -> "pilot-scale verification")."""
     if asked.kind != "definition":
         return ""
-    match = re.search(r"(?:what is|what's|what are|define|what does|meaning of|definition of|meant by)\s+"
-                      r"(?:an? |the term |the )?(.+?)(?:\s+(?:mean|stand for|refer to))?\s*[?？]?$", asked.text, re.IGNORECASE)
+    match = re.search(r"(?:what is|what's|what are|define|what does|meaning of|definition of|meant by)\s+(?:an? |"
+                      r"the term |the )?(.+?)(?:\s+(?:mean|stand for|refer to))?\s*[?？]?$", asked.text, re.IGNORECASE)
     return fold(match.group(1)).strip("\"'“”‘’ ") if match else ""
 
 
@@ -201,7 +210,9 @@ def _defines(candidate: Candidate, subject: str) -> bool:
     if not subject:
         return False
     opening = _DEFINES.match(candidate.text)
-    return bool(opening and subject in fold(opening.group(1))) or (bool(candidate.context) and subject == fold(candidate.context))
+    return bool(opening and subject in fold(opening.group(1))) or (
+        bool(candidate.context) and subject == fold(candidate.context)
+    )
 
 
 def _key(candidate: Candidate) -> tuple[str, tuple[int, ...]]:
@@ -227,7 +238,11 @@ def _similarities(asked: Question, candidates: list[Candidate], store: Store, qu
         stored = sentence_vectors(store, index, wanted)
         for candidate in candidates:
             vectors = stored.get(candidate.passage.chunk.chunk_id)
-            if candidate.passage.chunk.chunk_id in wanted and vectors is not None and max(candidate.units) < len(vectors):
+            if (
+                candidate.passage.chunk.chunk_id in wanted
+                and vectors is not None
+                and max(candidate.units) < len(vectors)
+            ):
                 found[_key(candidate)] = max(float(vectors[n] @ vector) for n in candidate.units)
     return found
 
@@ -235,7 +250,9 @@ def _similarities(asked: Question, candidates: list[Candidate], store: Store, qu
 def type_fit(asked: Question, text: str, near: bool) -> float:
     kind = asked.kind
     if kind == "numeric":
-        has_number = bool(_DIGIT.search(text)) or any(_NUMBER_TOKEN.match(w.lower()) for w in re.findall(r"[\w,.]+", text))
+        has_number = bool(_DIGIT.search(text)) or any(
+            _NUMBER_TOKEN.match(w.lower()) for w in re.findall(r"[\w,.]+", text)
+        )
         if asked.unit and not UNITS[asked.unit].search(text.lower()):
             return 0.0
         return 1.0 if near else 0.6 if has_number else 0.0

@@ -14,7 +14,7 @@ _lock = threading.Lock()
 
 def record(path: Path, question: str, answer: Answer, vote: str) -> None:
     entry = {
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "question": question, "answer": answer.text, "abstained": answer.abstained, "vote": vote,
         "citations": [{"marker": c.marker, "doc_id": c.doc_id, "quote": c.quote} for c in answer.citations],
     }

@@ -11,10 +11,10 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -28,7 +28,10 @@ STOP_WORDS = frozenset(
     "they this those to too was were what when where which who whom why will with would you your about also "
     "any each other over under up out more most some only own same very just".split()
 )
-CHINESE_STOP_WORDS = frozenset("的 了 和 是 在 与 及 等 对 中 为 将 把 被 也 就 都 而 或 之 其 以 于 要 有 个 吗 呢 什么 哪些 多少 哪个 如何 怎么".split())
+CHINESE_STOP_WORDS = frozenset(
+    ("的 了 和 是 在 与 及 等 对 中 为 将 把 被 也 就 都 而 或 之 其 以 于 要 有 个 "
+     "吗 呢 什么 哪些 多少 哪个 如何 怎么").split()
+)
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +57,9 @@ def tokenize(text: str) -> list[str]:
     cursor = 0
     for run in _CJK_RUN.finditer(text):
         tokens.extend(_latin_tokens(text[cursor:run.start()]))
-        tokens.extend(t for t in jieba_tokenizer().cut_for_search(run.group()) if t.strip() and t not in CHINESE_STOP_WORDS)
+        tokens.extend(
+            t for t in jieba_tokenizer().cut_for_search(run.group()) if t.strip() and t not in CHINESE_STOP_WORDS
+        )
         cursor = run.end()
     tokens.extend(_latin_tokens(text[cursor:]))
     return tokens
@@ -94,7 +99,7 @@ class LexicalIndex:
         self.generation = generation
 
     @classmethod
-    def build(cls, entries: list[LexicalEntry], generation: int) -> "LexicalIndex":
+    def build(cls, entries: list[LexicalEntry], generation: int) -> LexicalIndex:
         import bm25s
 
         retriever = None
@@ -154,7 +159,7 @@ class LexicalIndex:
                 shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, folder: Path) -> "LexicalIndex | None":
+    def load(cls, folder: Path) -> LexicalIndex | None:
         """The live index, or None when there is none (or it was swapped away while reading)."""
         import bm25s
 

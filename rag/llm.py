@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
+from rag.chunking import sentence_spans
 from rag.documents import Answer, Citation
 from rag.errors import RagError
 from rag.grounding import split_cited_sentences
-from rag.chunking import sentence_spans
 from rag.lexical import tokenize
 from rag.questions import Question
 from rag.retrieval import Retrieved
@@ -76,7 +76,9 @@ def chat_model(settings: Settings):
         raise RagError(f"RAG_LLM_MODEL={settings.llm_model!r} cannot be used: {exc}") from None
 
 
-def stream_llm_answer(asked: Question, passages: list[Retrieved], settings: Settings, *, fallback: Answer) -> Iterator[str | Answer]:
+def stream_llm_answer(
+    asked: Question, passages: list[Retrieved], settings: Settings, *, fallback: Answer
+) -> Iterator[str | Answer]:
     """Stream the model's text, then yield the resolved Answer (or the extractive fallback on any failure)."""
     if not passages:
         yield fallback
@@ -94,9 +96,15 @@ def stream_llm_answer(asked: Question, passages: list[Retrieved], settings: Sett
         if not reply:
             raise ValueError("the model returned an empty reply")
     except Exception as exc:  # endpoint down, timeout, HTTP error, malformed reply: all end in the fallback
-        yield replace(fallback, answerer="extractive (llm failed)",
-                      notices=fallback.notices + (f"The LLM ({settings.llm_model} at {settings.llm_base_url or 'default endpoint'}) "
-                                                  f"failed: {_describe(exc)}. Showing the extractive answer instead.",))
+        yield replace(
+            fallback,
+            answerer="extractive (llm failed)",
+            notices=fallback.notices
+            + (
+                f"The LLM ({settings.llm_model} at {settings.llm_base_url or 'default endpoint'}) "
+                f"failed: {_describe(exc)}. Showing the extractive answer instead.",
+            ),
+        )
         return
     yield resolve_reply(reply, passages, fallback)
 
@@ -122,7 +130,9 @@ def resolve_reply(reply: str, passages: list[Retrieved], fallback: Answer) -> An
             citations.append(citation)
             new_markers.append(citation.marker)
         parts.append(bare + "".join(f" [{m}]" for m in new_markers))
-    notices = (f"{dropped} citation marker{'s' if dropped > 1 else ''} pointing at no passage dropped.",) if dropped else ()
+    notices = (
+        (f"{dropped} citation marker{'s' if dropped > 1 else ''} pointing at no passage dropped.",) if dropped else ()
+    )
     return Answer(" ".join(parts), tuple(citations), tuple(passages), False, answerer="llm", notices=notices)
 
 

@@ -115,8 +115,11 @@ class OnnxEncoder:
             for batch in mine:
                 with self._slots[slot]:  # per batch (onnxruntime runs are thread-safe; the tokenizer is not)
                     encodings = self._tokenizer(slot).encode_batch([texts[i] for i in batch])
-                    features = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
-                                "token_type_ids": [e.type_ids for e in encodings]}
+                    features = {
+                        "input_ids": [e.ids for e in encodings],
+                        "attention_mask": [e.attention_mask for e in encodings],
+                        "token_type_ids": [e.type_ids for e in encodings],
+                    }
                     vectors[batch] = self._session.run(None, {name: np.array(features[name], np.int64)
                                                               for name in self._inputs})[0]
 
@@ -131,9 +134,18 @@ class OnnxEncoder:
 
 
 # The files of a sentence-transformers folder that decide its vectors and tokens: what an export is keyed by.
-MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "modules.json", "sentence_bert_config.json",
-               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "1_Pooling/config.json")
-
+MODEL_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "1_Pooling/config.json",
+)
 
 
 def _max_seq_length(folder: Path) -> int:
@@ -185,7 +197,9 @@ def _save_tokenizer(model, path: Path) -> None:
     tokenizer = model.tokenizer
     backend = copy.deepcopy(tokenizer.backend_tokenizer)
     backend.enable_truncation(int(model.max_seq_length))
-    backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token, pad_type_id=tokenizer.pad_token_type_id)
+    backend.enable_padding(
+        pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token, pad_type_id=tokenizer.pad_token_type_id
+    )
     content = backend.to_str()
     _write_whole(path, lambda partial: partial.write_text(content, encoding="utf-8"))
 

@@ -26,48 +26,93 @@ _FOLLOW_UP = re.compile(
     r"^(and|also|what about|how about|and what|and how|what of|same for|then)\b|\b(it|its|they|them|their|"
     r"he|she|his|her|him|this one|that one|the same|these|those)\b|^(它|其|该|这|那|那么|还有|同样)", re.IGNORECASE)
 # "this"/"that" followed by a noun ("this plan") still names its subject; alone ("what does this mean?") it leans back.
-_BARE_DEMONSTRATIVE = re.compile(r"\b(this|that)\s*(\?|$|\b(?:is|was|mean|means|cover|covers|say|says|include|includes)\b)",
+_BARE_DEMONSTRATIVE = re.compile(r"\b(this|that)\s*(\?|$|\b(?:is|was|mean|means|cover|covers|say|says|include|"
+                                 r"includes)\b)",
                                  re.IGNORECASE)
 
 TYPES = ("numeric", "date", "who", "list", "definition", "condition", "summary", "other")
 _TYPE_PATTERNS = [
     # "When must X notify ..." asks for the circumstances, not a date: checked before the date pattern.
-    ("condition", re.compile(r"\bin (what|which) (circumstances?|cases?|situations?)\b|\bunder (what|which) "
-                             r"(conditions?|circumstances?)\b|\bwhen (must|should|shall|may|can|could|would)\b(?!.*"
-                             r"\b(date|year|month|deadline|by when)\b)|\bwhen (is|are) .{0,60}\b(required|obliged|"
-                             r"permitted|allowed|expected)\b|\bwhat (conditions|circumstances|requirements) "
-                             r"(must|should|apply|are)\b|\bif (a|an|the)\b.*\bwhat\b|在什么情况下|什么条件", re.IGNORECASE)),
-    ("summary", re.compile(r"\bsummar(y|ise|ize|ising|izing)\b|\b(give|provide) (me )?an? overview\b|\bmain points\b|"
-                           r"\bin (brief|a nutshell)\b|\bwhat is (this|the) (document|plan|policy|article|text|report) "
-                           r"about\b|\bkey takeaways\b|概括|总结|概述|主要内容", re.IGNORECASE)),
-    ("definition", re.compile(r"^\s*(what is|what's|what are)\s+(an? |the term |meant by )?(?!the\b)[\w\"'“”‘’()\- ]{2,60}\??$|"
-                              r"^\s*define\b|\bwhat does [\w\"'“”‘’()\- ]{2,60} (mean|stand for|refer to)\b|"
-                              r"\b(meaning|definition) of\b|\bwhat is meant by\b|^什么是|是什么意思|的定义|指的是什么|是指什么",
-                              re.IGNORECASE)),
-    ("numeric", re.compile(r"\bhow (many|much|old|long|far|large)\b|\bwhat (number|percentage|share|proportion|amount)\b|"
-                           r"\bin percent\b|多少|几个|几家|几项|比例|百分之|多大|多久|多长", re.IGNORECASE)),
+    (
+        "condition",
+        re.compile(
+            r"\bin (what|which) (circumstances?|cases?|situations?)\b|\bunder (what|which) "
+            r"(conditions?|circumstances?)\b|\bwhen (must|should|shall|may|can|could|would)\b(?!.*"
+            r"\b(date|year|month|deadline|by when)\b)|\bwhen (is|are) .{0,60}\b(required|obliged|"
+            r"permitted|allowed|expected)\b|\bwhat (conditions|circumstances|requirements) "
+            r"(must|should|apply|are)\b|\bif (a|an|the)\b.*\bwhat\b|在什么情况下|什么条件",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "summary",
+        re.compile(
+            r"\bsummar(y|ise|ize|ising|izing)\b|\b(give|provide) (me )?an? overview\b|\bmain points\b|"
+            r"\bin (brief|a nutshell)\b|\bwhat is (this|the) (document|plan|policy|article|text|report) "
+            r"about\b|\bkey takeaways\b|概括|总结|概述|主要内容",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "definition",
+        re.compile(
+            r"^\s*(what is|what's|what are)\s+(an? |the term |"
+            r"meant by )?(?!the\b)[\w\"'“”‘’()\- ]{2,60}\??$|^\s*define\b|"
+            r"\bwhat does [\w\"'“”‘’()\- ]{2,60} (mean|stand for|refer to)\b|\b(meaning|"
+            r"definition) of\b|\bwhat is meant by\b|^什么是|是什么意思|的定义|指的是什么|是指什么",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "numeric",
+        re.compile(
+            r"\bhow (many|much|old|long|far|large)\b|\bwhat (number|percentage|share|proportion|"
+            r"amount)\b|\bin percent\b|多少|几个|几家|几项|比例|百分之|多大|多久|多长",
+            re.IGNORECASE,
+        ),
+    ),
     # "when" asks for a date as the question word ("When was ...", "Since when ..."), not inside a clause
     # ("How old was he when he played", "When a Trustee holds property ..., what must it do?").
-    ("date", re.compile(r"^\W*(?:and |so |since |until |by )?when (?:did|was|were|is|are|will|does|do|has|have|had|"
-                        r"would|could)\b|\bwhat (date|day|year)\b|\bwhich (date|day|year)\b|\bby what (date|year)\b|"
-                        r"\bin what year\b|何时|什么时候|哪一年|哪年|哪一天|日期", re.IGNORECASE)),
-    ("who", re.compile(r"\bwho\b|\bwhom\b|\bwhich (ministr|department|bod|agenc|organi|institution|authorit|compan|"
-                       r"enterprise|universit|media|newspaper|outlet|person|expert|professor|government)|"
-                       r"谁|哪些部门|哪个部门|哪家|哪位|哪些机构", re.IGNORECASE)),
-    ("list", re.compile(r"\bin what order\b|\bwhat (steps|stages|phases)\b|\bwhat are\b|\bwhich\b.*\b(are|were)\b|\blist\b|\bname the\b|\bwhat (kinds|types|areas|"
-                        r"sectors|steps|measures|pillars|elements|targets)\b|\bwhich (two|three|four|five|six)\b|哪些",
-                        re.IGNORECASE)),
+    (
+        "date",
+        re.compile(
+            r"^\W*(?:and |so |since |until |by )?when (?:did|was|were|is|are|will|does|do|has|have|had|"
+            r"would|could)\b|\bwhat (date|day|year)\b|\bwhich (date|day|year)\b|\bby what (date|year)\b|"
+            r"\bin what year\b|何时|什么时候|哪一年|哪年|哪一天|日期",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "who",
+        re.compile(
+            r"\bwho\b|\bwhom\b|\bwhich (ministr|department|bod|agenc|organi|institution|authorit|compan|"
+            r"enterprise|universit|media|newspaper|outlet|person|expert|professor|government)|"
+            r"谁|哪些部门|哪个部门|哪家|哪位|哪些机构",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "list",
+        re.compile(
+            r"\bin what order\b|\bwhat (steps|stages|phases)\b|\bwhat are\b|\bwhich\b.*\b(are|were)\b|"
+            r"\blist\b|\bname the\b|\bwhat (kinds|types|areas|sectors|steps|measures|pillars|elements|"
+            r"targets)\b|\bwhich (two|three|four|five|six)\b|哪些",
+            re.IGNORECASE,
+        ),
+    ),
 ]
 _UNIT_WORDS = {
     "percent": re.compile(r"%|percent|per cent|百分"),
-    "currency": re.compile(r"yuan|rmb|¥|\$|usd|dollars?|euros?|money|monetary|budget|funding amount|worth|price|cost of|元|资金"),
+    "currency": re.compile(r"yuan|rmb|¥|\$|usd|dollars?|euros?|money|monetary|budget|funding amount|worth|price|"
+                           r"cost of|元|资金"),
 }
 _MONEY_QUESTION = re.compile(r"\b(monetary value|how much money|worth|price|budget)\b", re.IGNORECASE)
 # "Which province / In which city / What company ...": the answer is a named instance of the category.
-_ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|province|provinces|region|regions|country|"
-                              r"countries|member states|company|companies|firm|firms|chipmakers?|manufacturers?|"
-                              r"universit(?:y|ies)|agenc(?:y|ies)|ministry|ministries|law|laws|act|regulation|regulations|"
-                              r"licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|partners?|institutions?)\b", re.IGNORECASE)
+_ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|province|provinces|region|regions|"
+                              r"country|countries|member states|company|companies|firm|firms|chipmakers?|"
+                              r"manufacturers?|universit(?:y|ies)|agenc(?:y|ies)|ministry|ministries|law|laws|act|"
+                              r"regulation|regulations|licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|partners?|"
+                              r"institutions?)\b", re.IGNORECASE)
 _PERSON_QUESTION = re.compile(r"\bwho (is|was) the\b|\bwhich person\b|\bname of the (minister|director|head)\b|"
                               r"\b(minister|chairman|director|head|official) who\b|哪位", re.IGNORECASE)
 
@@ -109,7 +154,11 @@ def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000)
     if _MONEY_QUESTION.search(standalone):
         kind = "numeric"
     lowered = standalone.lower()
-    unit = next((name for name, pattern in _UNIT_WORDS.items() if pattern.search(lowered)), None) if kind == "numeric" else None
+    unit = (
+        next((name for name, pattern in _UNIT_WORDS.items() if pattern.search(lowered)), None)
+        if kind == "numeric"
+        else None
+    )
     counted = _counted_phrase(standalone) if kind == "numeric" else []
     if re.search(r"\bhow (many|much)\s+[\w\s-]*\b(or|and)\b", standalone, re.IGNORECASE):
         counted = counted[-1:]  # "ministries or departments": alternatives, not qualifiers
@@ -146,8 +195,8 @@ def required_terms(text: str) -> list[str]:
 
 def _counted_phrase(text: str) -> list[str]:
     """'How many humanoid robots are to be ...' -> stems ['humanoid', 'robot'] (the last is the counted noun)."""
-    match = re.search(r"\bhow (?:many|much)\s+((?:[\w-]+\s+){0,4}?[\w-]+)\s+(?:are|is|will|would|must|should|does|do|did|"
-                      r"can|have|has|to|by|in|under|of|for|per|were|was|does)\b", text, re.IGNORECASE)
+    match = re.search(r"\bhow (?:many|much)\s+((?:[\w-]+\s+){0,4}?[\w-]+)\s+(?:are|is|will|would|must|should|does|do|"
+                      r"did|can|have|has|to|by|in|under|of|for|per|were|was|does)\b", text, re.IGNORECASE)
     if not match:
         match = re.search(r"\bhow (?:many|much)\s+((?:[\w-]+\s*){1,3})", text, re.IGNORECASE)
     return tokenize(match.group(1)) if match else []

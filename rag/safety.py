@@ -11,14 +11,25 @@ from __future__ import annotations
 import re
 
 INJECTION_RULES: tuple[tuple[str, re.Pattern], ...] = tuple(
-    (name, re.compile(pattern, re.IGNORECASE)) for name, pattern in (
-        ("override-instructions", r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(previous|prior|above|earlier|all|"
-                                  r"your|the|any)\b.{0,20}\b(instructions?|rules?|prompts?|guidelines?|directions?)\b"),
-        ("reveal-prompt", r"\b(print|reveal|show|repeat|output|tell me|display|leak)\b.{0,30}\b(system|hidden|initial|"
-                          r"original)\s+(prompt|instructions?|message)"),
+    (name, re.compile(pattern, re.IGNORECASE))
+    for name, pattern in (
+        (
+            "override-instructions",
+            r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(previous|prior|above|"
+            r"earlier|all|your|the|any)\b.{0,20}\b(instructions?|rules?|prompts?|guidelines?|"
+            r"directions?)\b",
+        ),
+        (
+            "reveal-prompt",
+            r"\b(print|reveal|show|repeat|output|tell me|display|leak)\b.{0,30}\b(system|hidden|initial|"
+            r"original)\s+(prompt|instructions?|message)",
+        ),
         ("role-play", r"\b(you are now|from now on you are|act as|pretend (to be|you are)|roleplay as|role-play as)\b"),
         ("jailbreak", r"\b(jailbreak|DAN mode|developer mode|do anything now|no restrictions|unfiltered)\b"),
-        ("override-instructions-zh", r"(忽略|无视|忘记|忘掉|不要理会).{0,10}(之前|以上|前面|先前|所有|全部)?.{0,6}(指令|指示|说明|规则|提示)"),
+        (
+            "override-instructions-zh",
+            r"(忽略|无视|忘记|忘掉|不要理会).{0,10}(之前|以上|前面|先前|所有|全部)?.{0,6}(指令|指示|说明|规则|提示)",
+        ),
         ("reveal-prompt-zh", r"(输出|显示|泄露|告诉我|打印|重复).{0,10}(系统提示|系统指令|提示词|初始指令)"),
         ("role-play-zh", r"(你现在是|从现在起你是|扮演|假装你是|假装成)"),
     )

@@ -1,10 +1,10 @@
 """Which sentence answers the question: a logistic model over signals any text has, fitted on labelled sentences.
 
-The answerer computes one row of `FEATURES` per candidate sentence (rag.answer); the sentence model turns it into
-the probability that the sentence holds the answer, and the answerable model turns the best candidates' figures
-(`question_features`) into the probability that the passages answer the question at all. The weights come from `bench/fit_selection.py` (`make fit`), fitted
-on the dev sets with folds held out by document, and are stored beside this module in `selection.json`; nothing
-here was set by hand. Evaluating the model needs numpy only.
+The answerer computes one row of `FEATURES` per candidate sentence (rag.candidates); the sentence model turns it
+into the probability that the sentence holds the answer, and the answerable model turns the best candidates'
+figures (`question_features`) into the probability that the passages answer the question at all. The weights
+come from `bench/fit_selection.py` (`make fit`), fitted on the dev sets with folds held out by document, and are
+stored beside this module in `selection.json`; nothing here was set by hand. Evaluating the model needs numpy only.
 """
 
 from __future__ import annotations
@@ -46,10 +46,25 @@ FEATURES = (
     "kind_numeric", "kind_date", "kind_who", "kind_list", "kind_definition", "kind_condition", "kind_summary",
 )
 # Whether the passages answer the question at all, from its best candidates: the second model of selection.json.
-QUESTION_FEATURES = ("best_probability", "second_probability", "best_similarity", "best_terms", "best_rare_terms",
-                     "best_heading_terms", "best_type_fit", "log_candidates", "terms_anywhere", "multilingual_similarity",
-                     "kind_numeric", "kind_date", "kind_who", "kind_list", "kind_definition", "kind_condition",
-                     "kind_summary")
+QUESTION_FEATURES = (
+    "best_probability",
+    "second_probability",
+    "best_similarity",
+    "best_terms",
+    "best_rare_terms",
+    "best_heading_terms",
+    "best_type_fit",
+    "log_candidates",
+    "terms_anywhere",
+    "multilingual_similarity",
+    "kind_numeric",
+    "kind_date",
+    "kind_who",
+    "kind_list",
+    "kind_definition",
+    "kind_condition",
+    "kind_summary",
+)
 MODEL_PATH = Path(__file__).with_name("selection.json")
 
 
@@ -60,12 +75,21 @@ def question_features(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray
     column = {name: rows[:, n] for n, name in enumerate(FEATURES)}
     column["multilingual_similarity"] = np.full(len(rows), column["multilingual_similarity"].mean())  # a share
     ranked = np.sort(probabilities)[::-1]
-    values = {"best_probability": ranked[0], "second_probability": ranked[1] if len(ranked) > 1 else 0.0,
-              "best_similarity": column["similarity"].max(), "best_terms": column["terms"].max(),
-              "best_rare_terms": column["rare_terms"].max(), "best_heading_terms": column["heading_terms"].max(),
-              "best_type_fit": max(column[f"type_fit_{kind}"].max() for kind in ("numeric", "date", "who", "list")), "log_candidates": np.log1p(len(rows)),
-              **{name: column[name][0] for name in QUESTION_FEATURES if name.startswith("kind_")
-                 or name in ("multilingual_similarity", "terms_anywhere")}}
+    values = {
+        "best_probability": ranked[0],
+        "second_probability": ranked[1] if len(ranked) > 1 else 0.0,
+        "best_similarity": column["similarity"].max(),
+        "best_terms": column["terms"].max(),
+        "best_rare_terms": column["rare_terms"].max(),
+        "best_heading_terms": column["heading_terms"].max(),
+        "best_type_fit": max(column[f"type_fit_{kind}"].max() for kind in ("numeric", "date", "who", "list")),
+        "log_candidates": np.log1p(len(rows)),
+        **{
+            name: column[name][0]
+            for name in QUESTION_FEATURES
+            if name.startswith("kind_") or name in ("multilingual_similarity", "terms_anywhere")
+        },
+    }
     return np.asarray([values[name] for name in QUESTION_FEATURES], dtype=float)
 
 

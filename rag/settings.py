@@ -29,10 +29,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Holds the embedded Chroma, the catalog and the lexical index "
                                                      "(with a Chroma server: only caches).")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; unset = embedded store.")
-    chroma_token: SecretStr | None = Field(None, description="Sent to RAG_CHROMA_URL as `Authorization: Bearer <token>`, "
-                                                             "for a proxy in front of the server to check (README).")
+    chroma_token: SecretStr | None = Field(None, description="Sent to RAG_CHROMA_URL as `Authorization: Bearer "
+                                                             "<token>`, for a proxy in front of the server to check "
+                                                             "(README).")
     collection: str = Field("policy", description="Chroma collection name (a multilingual twin gets a suffix).")
-    embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or a cached hub id.")
+    embed_model: str = Field(BUNDLED_MODEL, description="Sentence-transformers model: the bundled one, a local path or "
+                                                        "a cached hub id.")
     embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "onnx-int8", description="How the main model runs: torch, or onnxruntime in fp32 or int8 (README: Performance)."
     )
@@ -45,7 +47,8 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(0, ge=0, le=500, description="Overlap between chunks in cl100k tokens.")
     max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
     allow_links_out: bool = Field(False, description="Follow symlinks that lead out of an ingested folder.")
-    lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at once.")
+    lock_timeout_s: float = Field(0, ge=0, description="How long a second ingest waits for the first; 0 = fail at "
+                                                       "once.")
     node_name: str | None = Field(None, description="With RAG_CHROMA_URL: this node's name in the writer's lease, "
                                                     "unique among the nodes; unset = the host name.")
     lease_s: float = Field(30, gt=0, description="With RAG_CHROMA_URL: how long a writer's lease on the server "
@@ -60,23 +63,28 @@ class Settings(BaseSettings):
     # bench/fit_chinese_fusion.py on xquad-dev Chinese + the golden Chinese questions, folds held out by document.
     zh_multilingual_weight: float = Field(1.0, ge=0)
     zh_translated_lexical_weight: float = Field(1.0, ge=0, description="BM25 of the question's dictionary translation.")
-    zh_translated_dense_weight: float = Field(0.75, ge=0, description="MiniLM on the question's dictionary translation.")
+    zh_translated_dense_weight: float = Field(0.75, ge=0, description="MiniLM on the question's dictionary "
+                                                                      "translation.")
     zh_lexical_weight: float = Field(0.3, ge=0, description="BM25 of the Chinese question itself.")
     zh_dense_weight: float = Field(0.5, ge=0, description="MiniLM on the Chinese question itself.")
     zh_rrf_k: int = Field(5, ge=1)
     candidates: int = Field(40, ge=1, le=1000, description="Candidates taken from each retriever before fusion.")
 
     answerer: Literal["extractive", "llm"] = "extractive"
-    llm_model: str | None = Field(None, description="provider:model for LangChain's init_chat_model, e.g. openai:gpt-4o-mini.")
+    llm_model: str | None = Field(None, description="provider:model for LangChain's init_chat_model, e.g. "
+                                                    "openai:gpt-4o-mini.")
     llm_base_url: str | None = None
     llm_timeout_s: float = Field(60, gt=0)
     abstain_threshold: float | None = Field(
         None, ge=0, le=1, description="Minimum probability that the passages answer the question; unset = the "
                                       "answerable model's calibrated value (README: Abstention).")
-    unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported sentences.")
+    unsupported: Literal["remove", "flag"] = Field("remove", description="What the output check does with unsupported "
+                                                                         "sentences.")
     max_question_chars: int = Field(2000, ge=10)
-    api_token: SecretStr | None = Field(None, description="`rag api` asks every request for `Authorization: Bearer <token>`.")
-    debug_crash_at: str | None = Field(None, description="Crash tests only: SIGKILL this process at the named write step.")
+    api_token: SecretStr | None = Field(None, description="`rag api` asks every request for `Authorization: Bearer "
+                                                          "<token>`.")
+    debug_crash_at: str | None = Field(None, description="Crash tests only: SIGKILL this process at the named write "
+                                                         "step.")
 
     @field_validator("chroma_url")
     @classmethod

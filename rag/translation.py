@@ -30,7 +30,8 @@ _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 # Words a question is built with, not what it asks about.
 _QUESTION_WORDS = frozenset(
     "谁 哪 哪里 哪儿 哪个 哪些 几 几个 何 何时 什么时候 为什么 为何 怎样 怎么样 是否 吗 呢 吧 啊 这 那 这个 那个 这些 "
-    "那些 一个 被 把 从 向 由 所 曾 曾经 已 已经 给 让 该 此 哪一年 哪年 多久 多长 多大 多远 多少 时候 时 到 次 位 项 种 叫 称为 名叫 是什么 什么样".split()
+    "那些 一个 被 把 从 向 由 所 曾 曾经 已 已经 给 让 该 此 哪一年 哪年 多久 多长 多大 多远 多少 "
+    "时候 时 到 次 位 项 种 叫 称为 名叫 是什么 什么样".split()
 )
 
 
@@ -72,8 +73,10 @@ def _known_words(word: str) -> list[str]:
         return [word]
     found, start = [], 0
     while start < len(word):
-        end = next((e for e in range(min(len(word), start + _LONGEST_WORD), start + 1, -1) if word[start:e] in dictionary),
-                   None)
+        end = next(
+            (e for e in range(min(len(word), start + _LONGEST_WORD), start + 1, -1) if word[start:e] in dictionary),
+            None,
+        )
         if end is None:
             start += 1
             continue
@@ -104,7 +107,9 @@ def _dictionary() -> dict[str, list[str]]:
             target = proper if pinyin[:1].isupper() else common
             for headword in dict.fromkeys((simplified, traditional)):
                 target.setdefault(headword, []).extend(glosses)
-    merged = {word: list(dict.fromkeys(common.get(word, []) + proper.get(word, []))) for word in common.keys() | proper.keys()}
+    merged = {
+        word: list(dict.fromkeys(common.get(word, []) + proper.get(word, []))) for word in common.keys() | proper.keys()
+    }
     return {word: glosses for word, glosses in merged.items() if glosses}
 
 

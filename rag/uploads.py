@@ -11,8 +11,8 @@ from pathlib import Path
 from rag.errors import FileTooLargeError, LoadError, UnsupportedFileError
 from rag.ingest import FileOutcome, Progress, ingest
 from rag.loaders import SUPPORTED_SUFFIXES
-from rag.store import Store
 from rag.settings import Settings
+from rag.store import Store
 
 
 def safe_name(name: str) -> str:
@@ -33,8 +33,10 @@ def safe_name(name: str) -> str:
 def save_upload(folder: Path, name: str, data: bytes, max_file_mb: float) -> Path:
     """Write an upload; the same content under the same name is the same file, a different one gets a suffix."""
     if len(data) > max_file_mb * 1_000_000:
-        raise FileTooLargeError(f"{name!r}: is {len(data) / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; "
-                                "split it or raise the limit")
+        raise FileTooLargeError(
+            f"{name!r}: is {len(data) / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; "
+            "split it or raise the limit"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / safe_name(name)
     digest = hashlib.sha256(data).hexdigest()[:8]
@@ -44,7 +46,9 @@ def save_upload(folder: Path, name: str, data: bytes, max_file_mb: float) -> Pat
     return target
 
 
-def ingest_upload(name: str, data: bytes, settings: Settings, store: Store, progress: Progress | None = None) -> FileOutcome:
+def ingest_upload(
+    name: str, data: bytes, settings: Settings, store: Store, progress: Progress | None = None
+) -> FileOutcome:
     """Save an upload and ingest it: its outcome (added, updated or unchanged), or a LoadError saying why not."""
     path = save_upload(settings.uploads_dir, name, data, settings.max_file_mb)
     report = ingest([path], settings, store, progress=progress, files_root=settings.uploads_dir)  # doc_id: its name
