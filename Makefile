@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup run ingest test-packages test eval eval-all fit bench soak clean
+.PHONY: setup run ingest test-packages test lint eval eval-all fit bench soak clean
 
 
 setup: $(STAMP)
@@ -49,6 +49,11 @@ test: setup test-packages
 			echo "****************************************************************************************"; \
 		fi; \
 	done; exit $$status
+
+# ruff on the whole tree, mypy on the library (both configured in pyproject.toml); CI runs it.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The gate, run by CI: every set of eval/suite.json (the golden set and the external dev sets), thresholds a little
 # under what the product reaches today (README: Evaluation, 2026-12-01); raise them as it improves.
