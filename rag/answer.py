@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from rag.abstention import missing_required, numeric_problem, subject_without_typed_answer
-from rag.candidates import ELLIPSIS, Candidate, candidate_features, rank_candidates, sentence_candidates
+from rag.candidates import (
+    ELLIPSIS,
+    Candidate,
+    candidate_features,
+    rank_candidates,
+    sentence_candidates,
+    with_its_term,
+)
+from rag.chunking import is_term_line
 from rag.documents import Answer, Citation
 from rag.grounding import check_answer
 from rag.lexical import tokenize
@@ -137,7 +145,7 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
             ),
             support=answerable,
         )
-    chosen = _compose(asked, candidates)
+    chosen = [with_its_term(c) for c in _compose(asked, candidates)]
     return replace(cited_answer(chosen, passages), support=answerable)
 
 
@@ -174,8 +182,11 @@ def abstention(asked: Question, passages: list[Retrieved], why: str) -> Answer:
 
 def _display(sentence: str) -> str:
     """A bullet line reads as a sentence: no leading dash; a trailing full stop if it has none (an ellipsis the
-    source has stays as it is)."""
+    source has stays as it is); a glossary term on its own line leads its definition ("Term: definition")."""
     text = re.sub(r"^[-•*]\s+", "", sentence.strip())
+    term, _, definition = text.partition("\n")
+    if definition and is_term_line(term):
+        text = term.strip() + ": " + re.sub(r"^[-•*]\s+", "", definition.strip())
     return text if text.endswith((".", "!", "?", "。", "！", "？", ":", "；") + ELLIPSIS) else text + "."
 
 

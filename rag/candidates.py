@@ -87,6 +87,25 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
     return found
 
 
+def with_its_term(candidate: Candidate) -> Candidate:
+    """A definition quoted with the term on the line above it, as in a glossary ("Chief Data Officer (CDO)" over
+    "A recommended executive role ..."): the term is often what was asked, and the definition alone does not
+    say what it defines."""
+    term, chunk = candidate.context, candidate.passage.chunk
+    if candidate.is_block or not term or not is_term_line(term):
+        return candidate
+    at = candidate.start - chunk.start
+    line_start = chunk.text.rfind("\n", 0, at)
+    if line_start < 0 or chunk.text[line_start + 1:at].strip(" -•*"):
+        return candidate  # the sentence does not open its line
+    above_start = chunk.text.rfind("\n", 0, line_start) + 1
+    above = chunk.text[above_start:line_start]
+    if re.sub(r"^\s*[-•*]?\s*", "", above).strip() != term:
+        return candidate
+    start = above_start + len(above) - len(above.lstrip(" -•*"))
+    return replace(candidate, start=chunk.start + start, text=chunk.text[start:candidate.end - chunk.start])
+
+
 def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
     """Runs of two or more bullet lines under one label ('Model Selection:' ...) as one list candidate."""
     chunk = passage.chunk

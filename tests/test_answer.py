@@ -13,10 +13,11 @@ from rag.errors import QuestionError
 from rag.ingest import ingest
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 
-from conftest import CORPUS, make_settings
+from conftest import CORPUS, ROOT, make_settings
 
 GMT = "gmt-eight-ai-manufacturing-special-action"
 BLUEPRINT = "blueprint-2027-ai-manufacturing-strategy"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,20 @@ def test_duplicate_passages_from_copies_appear_once(tmp_path):
     assert len(texts) == len(set(texts))
     store.close()
     shutil.rmtree(corpus)
+
+
+@pytest.fixture(scope="module")
+def glossary(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("glossary"))
+    store = Store.open(settings, embedders(settings))
+    assert ingest([FIXTURES / "water-reuse-glossary.md"], settings, store).ok
+    yield settings, store
+    store.close()
+
+
+def test_a_glossary_definition_is_quoted_with_its_term(glossary):
+    result = ask(glossary, "Which officer keeps the register of reuse connections?")
+    assert result.text.startswith("Reuse Steward: An officer appointed by each participating district")
+    quote = result.citations[0].quote
+    assert quote.startswith("Reuse Steward\n") and "keeps the register of reuse connections" in quote
+    assert_citations_are_verbatim(result, glossary[1])
