@@ -77,14 +77,18 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)
-            if key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？")) or is_term_line(text):
-                continue  # a question, or a bare term or title, is not an answer
+            if (key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？", ":", "："))
+                    or is_term_line(text)):
+                continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
             seen.add(key)
             found.append(Candidate(passage, chunk.start + unit.start, chunk.start + unit.end, text, unit.label,
                                    units=(number,)))
         if list_question:  # a label with its bullet lines answers "what are the X"; elsewhere its one line does
             found.extend(_blocks(passage, units, seen))
     return found
+
+
+_DEFINITION_OPENING = re.compile(r"(?:An?|Any)\s")  # "A closed circuit in which ...", not "The Office said"
 
 
 def with_its_term(candidate: Candidate) -> Candidate:
@@ -98,6 +102,8 @@ def with_its_term(candidate: Candidate) -> Candidate:
     line_start = chunk.text.rfind("\n", 0, at)
     if line_start < 0 or chunk.text[line_start + 1:at].strip(" -•*"):
         return candidate  # the sentence does not open its line
+    if not chunk.text[line_start + 1:at].strip() and not _DEFINITION_OPENING.match(candidate.text):
+        return candidate  # neither a bullet under the term nor worded as a definition: a byline, a heading
     above_start = chunk.text.rfind("\n", 0, line_start) + 1
     above = chunk.text[above_start:line_start]
     if re.sub(r"^\s*[-•*]?\s*", "", above).strip() != term:

@@ -1,0 +1,36 @@
+"""Sentence candidates of an extractive answer, on hand-made passages: what may be quoted, and how."""
+
+from rag.candidates import sentence_candidates, with_its_term
+from rag.documents import Chunk
+from rag.retrieval import Retrieved
+
+
+def passage(text: str, start: int = 0) -> Retrieved:
+    return Retrieved(Chunk("doc#1", "doc", text, 0, start, start + len(text)), 1.0, 1)
+
+
+def test_a_lead_in_a_question_and_a_bare_term_are_not_candidates():
+    text = ("The guidelines set three duties for districts:\n- Each district keeps a register of reuse connections.\n"
+            "What happens when a pipe leaks?\nReuse Steward\n")
+    assert [c.text for c in sentence_candidates([passage(text)])] == [
+        "Each district keeps a register of reuse connections."]
+
+
+def test_a_passage_that_only_leads_in_to_the_next_one_gives_no_candidate():
+    # its section holds the heading and the announcement; the list is the next section's
+    text = "Sector Guidelines\nThe document provides tailored instructions for specific sectors:"
+    assert sentence_candidates([passage(text)]) == []
+
+
+def test_a_definition_under_its_term_is_quoted_with_the_term_at_document_offsets():
+    text = "Terms\n\nReuse Steward\n- An officer who keeps the register of reuse connections.\n"
+    candidate = next(c for c in sentence_candidates([passage(text, start=100)]) if "officer" in c.text)
+    quoted = with_its_term(candidate)
+    assert quoted.text == "Reuse Steward\n- An officer who keeps the register of reuse connections."
+    assert (quoted.start, quoted.end) == (100 + text.index("Reuse Steward"), candidate.end)
+
+
+def test_a_byline_above_a_paragraph_is_not_taken_for_a_term():
+    text = "Riverton News\nThe Water Office opened two reuse circuits in the old town this spring.\n"
+    candidate = sentence_candidates([passage(text)])[0]
+    assert with_its_term(candidate) == candidate
