@@ -14,15 +14,16 @@ from typing import Iterator
 
 import numpy as np
 
-from rag.chunking import is_term_line, sentence_units
-from rag.documents import Answer, Citation
+from rag.chunking import is_term_line
+from rag.documents import Answer, Citation, Filters
 from rag.grounding import check_answer, fold, numbers_in, spelling_key
 from rag.lexical import tokenize, word_count
 from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.selection import FEATURES, load_model
 from rag.translation import translate
 from rag.retrieval import Retrieved, RetrievalResult, search, sentence_vectors
-from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
+from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
+from rag.store import Store
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
 _DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|"
@@ -212,7 +213,7 @@ def _candidates(passages: list[Retrieved], list_question: bool = False) -> list[
     found = []
     for passage in passages:
         chunk = passage.chunk
-        units = sentence_units(chunk.text, chunk.section)
+        units = list(chunk.units)
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)

@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from rag.answer import stream_answer
-from rag.documents import Answer
+from rag.documents import Answer, Filters
 from rag.errors import FileTooLargeError, LoadError, QuestionError, RagError, StoreError, UnsupportedFileError
 from rag.ingest import remove_documents
-from rag.store import Filters, Store
+from rag.settings import Settings
+from rag.store import Store
 from rag.uploads import ingest_upload
 
 DEFAULT_MODEL = "policy-rag"
@@ -83,7 +84,7 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def create_app(settings, store: Store, *, host: str) -> FastAPI:
+def create_app(settings: Settings, store: Store, *, host: str) -> FastAPI:
     """The API over an open store; `host` is the address it listens on (writes need a token beyond loopback)."""
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
 

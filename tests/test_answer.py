@@ -7,11 +7,12 @@ import re
 import pytest
 
 from rag.answer import answer, stream_answer
-from rag.documents import Answer
+from rag.documents import Answer, Filters
 from rag.embedding import embedders
 from rag.errors import QuestionError
 from rag.ingest import ingest
-from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
+from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
+from rag.store import Store
 
 from conftest import CORPUS, make_settings
 

@@ -11,7 +11,8 @@ from rag.embedding import embedders
 from rag.errors import RagError, StoreError
 from rag.evaluation import load_golden
 from rag.ingest import ingest
-from rag.store import Catalog, Store
+from rag.catalog import Catalog
+from rag.store import Store
 
 from conftest import CORPUS, ROOT, make_settings
 

@@ -12,7 +12,8 @@ from rag.answer import answer
 from rag.embedding import embedders
 from rag.errors import StoreError
 from rag.ingest import ingest
-from rag.store import Store, WriterLock
+from rag.catalog import WriterLock
+from rag.store import Store
 
 from conftest import CORPUS, make_settings, run_rag
 
@@ -95,7 +96,7 @@ def test_a_running_store_sees_what_another_process_ingested(tmp_path):
     import os
 
     from rag.lexical import tokenize
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
@@ -121,7 +122,7 @@ def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
     whose graph still holds the vectors another process has since deleted."""
     import os
 
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -150,7 +151,7 @@ def test_a_running_store_that_writes_after_another_process_keeps_that_processs_v
     persisting its own graph erased them on disk: a store opened afresh lost them too."""
     import os
 
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     corpus, upload = tmp_path / "corpus", tmp_path / "upload"
     corpus.mkdir()
@@ -182,7 +183,7 @@ def test_a_read_that_meets_a_delete_in_flight_is_tried_again_and_other_errors_ar
     """The race itself is rare (1 query in 6,602 in `make soak`), so chromadb's error is raised here once."""
     from chromadb.errors import InternalError
 
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     ingest([corpus_copy], settings, store)
     index = store.indexes[MAIN_INDEX]

@@ -14,7 +14,8 @@ from rag.embedding import (LABEL_WEIGHT, EncoderPool, OnnxEmbedder, TurnLock, Us
                             embed_labelled, in_turns)
 from rag.errors import StoreError
 from rag.settings import BUNDLED_MODEL
-from rag.store import MAIN_INDEX, Store
+from rag.index_layout import MAIN_INDEX
+from rag.store import Store
 
 from conftest import make_settings
 

@@ -14,7 +14,9 @@ import pytest
 from rag.errors import StoreError
 from rag.ingest import ingest, remove_documents
 from rag.lexical import tokenize
-from rag.store import MAIN_INDEX, Store, WriterLock
+from rag.catalog import WriterLock
+from rag.index_layout import MAIN_INDEX
+from rag.store import Store
 
 from conftest import ROOT, make_settings
 
