@@ -6,12 +6,12 @@ import streamlit as st
 
 from rag import feedback, render
 from rag.answer import stream_answer
-from rag.documents import Answer
+from rag.documents import Answer, Filters
 from rag.embedding import embedders
 from rag.errors import RagError
 from rag.ingest import Progress, remove_documents
 from rag.settings import load_settings
-from rag.store import Filters, Store
+from rag.store import Store
 from rag.uploads import ingest_upload
 
 SAMPLE_QUESTIONS = (

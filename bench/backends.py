@@ -28,15 +28,16 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def measure(backend: str, models_dir: Path) -> dict:
-    from rag.embedding import main_embedder
-    from rag.ingest import ingest
-    from rag.settings import load_settings
-    from rag.store import MAIN_INDEX, Store
     from bare_encode import groups, timed_encode, vector_counts
     from ingest_bench import peak_rss_mb
     from retrieval_sweep import score
 
+    from rag.embedding import main_embedder
     from rag.evaluation import load_golden
+    from rag.index_layout import MAIN_INDEX
+    from rag.ingest import ingest
+    from rag.settings import load_settings
+    from rag.store import Store
 
     result: dict = {"backend": backend}
     for name, corpus, golden, k in (("obliqa", OBLIQA / "corpus", OBLIQA / "golden.jsonl", 10),

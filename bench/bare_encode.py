@@ -25,12 +25,11 @@ def groups(store, doc_ids: Iterable[str] | None = None) -> list[list]:
 
 def index_work(store, chunks: list) -> dict[str, tuple]:
     """Per index: (embedder, texts, labels) of the chunks' vectors, as `rag.embedding.embed_indexes` takes them."""
-    from rag.chunking import sentence_units
-    from rag.store import index_entries
+    from rag.index_layout import index_entries
 
     work = {}
     for key, index in store.indexes.items():
-        entries = [e for c in chunks for e in index_entries(key, c, sentence_units(c.text, c.section))]
+        entries = [e for c in chunks for e in index_entries(key, c)]
         work[key] = (index.embedder, [e.text for e in entries], [e.label for e in entries])
     return work
 
@@ -38,7 +37,7 @@ def index_work(store, chunks: list) -> dict[str, tuple]:
 def pooled_in_ingest(store, chunk_groups: list[list]) -> list[bool]:
     """Whether one ingest of these groups encodes each of them in encoder processes (after POOL_AFTER_TEXTS)."""
     from rag.embedding import POOL_AFTER_TEXTS
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     flags, embedded = [], 0
     for group in chunk_groups:

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.documents import Chunk  # noqa: E402
+from rag.documents import Chunk, SentenceUnit  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, load_golden  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
@@ -111,7 +111,8 @@ def check_cache_reproduces_search(store, settings, records: list[dict], chunks: 
 
 
 def chunks_of(records: dict) -> dict[str, Chunk]:
-    return {cid: Chunk(**fields) for cid, fields in records.items()}
+    return {cid: Chunk(**{**fields, "units": tuple(SentenceUnit(**u) for u in fields.get("units", ()))})
+            for cid, fields in records.items()}
 
 
 def ranked(record: dict, chunks: dict[str, Chunk], fusion: "Fusion") -> list[str]:

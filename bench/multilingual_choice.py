@@ -18,9 +18,10 @@ sys.path.insert(0, str(ROOT))
 from rag.answer import answer  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
+from rag.index_layout import MULTILINGUAL_INDEX  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
-from rag.store import MULTILINGUAL_INDEX, Store  # noqa: E402
+from rag.store import Store  # noqa: E402
 
 
 def main() -> None:

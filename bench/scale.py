@@ -34,8 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from chroma_server import ChromaServer
 from bare_encode import groups, pooled_in_ingest, timed_encode, vector_counts
+from chroma_server import ChromaServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,8 +65,8 @@ def folder_mb(*folders: Path) -> float:
 
 def chunks_per_copy(settings, store) -> int:
     from rag.chunking import chunk_document
+    from rag.index_layout import MAIN_INDEX
     from rag.loaders import load_document
-    from rag.store import MAIN_INDEX
 
     fits = store.indexes[MAIN_INDEX].embedder.fits
     return sum(len(chunk_document(load_document(path), settings.chunk_tokens, settings.chunk_overlap, fits))
@@ -148,7 +148,7 @@ def dense_recall(settings, store) -> dict:
     import numpy as np
 
     from rag.evaluation import load_golden
-    from rag.store import MAIN_INDEX, SENTENCES_PER_CHUNK
+    from rag.index_layout import MAIN_INDEX, SENTENCES_PER_CHUNK
 
     index = store.indexes[MAIN_INDEX]
     k = SENTENCES_PER_CHUNK * settings.candidates

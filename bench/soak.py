@@ -33,11 +33,13 @@ OBLIQA = ROOT.parent / "shared" / "obliqa-dev" / "corpus"
 ENV = {**os.environ, "RAG_MULTILINGUAL_MODEL": "none", "ANONYMIZED_TELEMETRY": "False"}
 
 from chroma_server import ChromaServer  # noqa: E402
+
 from rag.answer import answer  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
+from rag.index_layout import MAIN_INDEX  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
-from rag.store import MAIN_INDEX, Store  # noqa: E402
+from rag.store import Store  # noqa: E402
 
 
 def make_corpus(folder: Path, documents: int) -> None:

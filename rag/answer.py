@@ -21,14 +21,14 @@ from rag.candidates import (
     with_its_term,
 )
 from rag.chunking import is_term_line
-from rag.documents import Answer, Citation
+from rag.documents import Answer, Citation, Filters
 from rag.grounding import check_answer
 from rag.lexical import tokenize
 from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.retrieval import RetrievalResult, Retrieved, search
 from rag.selection import load_model
 from rag.settings import Settings
-from rag.store import Filters, Store
+from rag.store import Store
 
 # How many sentences an answer quotes at most, and what share of the best one's probability a further
 # sentence needs (bench/fit_selection.py reports the trade of fact recall against length).

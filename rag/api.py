@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from rag.answer import stream_answer
-from rag.documents import Answer
+from rag.documents import Answer, Filters
 from rag.errors import FileTooLargeError, LoadError, QuestionError, RagError, StoreError, UnsupportedFileError
 from rag.ingest import remove_documents
 from rag.settings import Settings
-from rag.store import Filters, Store
+from rag.store import Store
 from rag.uploads import ingest_upload
 
 DEFAULT_MODEL = "policy-rag"

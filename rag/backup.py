@@ -14,11 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rag.chunking import sentence_units
-from rag.documents import Chunk, Document
+from rag.documents import Chunk, Document, PreparedDocument
 from rag.errors import RagError
+from rag.index_layout import lexical_tokens
 from rag.ingest import config_key, embed_and_write_documents
 from rag.loaders import validate_doc_id
-from rag.store import PreparedDocument, Store, lexical_tokens
+from rag.settings import Settings
+from rag.store import Store
 
 EXPORT_FORMAT = "policy-rag-export"
 # Version 2 adds the chunk count and a checksum of the document lines to the header.
@@ -58,7 +60,7 @@ def _checksum(lines: list[str]) -> str:
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
-def import_store(path: Path, settings, store: Store, *, replace: bool = False, merge: bool = False) -> ImportReport:
+def import_store(path: Path, settings: Settings, store: Store, *, replace: bool = False, merge: bool = False) -> ImportReport:
     """Re-create the exported documents in `store`, re-embedding them. The whole file is checked first
     (counts, checksum, every record and doc_id), so a truncated or altered export writes nothing. A store
     that holds documents needs `replace` (the store becomes the export) or `merge` (the export's documents
@@ -120,14 +122,15 @@ def _prepared(record: dict, key: str) -> PreparedDocument:
         file_sha256=record["file_sha256"], language=record["language"], publisher=record["publisher"],
         published=record["published"], source=record["source"], flags=tuple(record["flags"]),
     )
+    # An export holds no sentence units: importing is ingesting, so they are split here, once.
     chunks = [Chunk(doc_id=document.doc_id, language=document.language, doc_sha256=document.sha256,
-                    title=document.title, published=document.published, **{n: c[n] for n in _CHUNK_FIELDS})
+                    title=document.title, published=document.published, units=tuple(sentence_units(c["text"], c["section"])),
+                    **{n: c[n] for n in _CHUNK_FIELDS})
               for c in record["chunks"]]
     for chunk in chunks:
         if not chunk.chunk_id.startswith(f"{document.doc_id}#"):
             raise ValueError(f"chunk {chunk.chunk_id!r} is not named after its document {document.doc_id!r}")
         if document.text[chunk.start:chunk.end] != chunk.text:
             raise ValueError(f"chunk {chunk.chunk_id} does not match the document text at {chunk.start}:{chunk.end}")
-    return PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks],
-                            [sentence_units(c.text, c.section) for c in chunks], {}, key)
+    return PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], {}, key)
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rag.chunking import is_term_line, sentence_units
+from rag.chunking import is_term_line
 from rag.grounding import fold
+from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import tokenize, word_count
 from rag.questions import Question
 from rag.retrieval import Retrieved, sentence_vectors
 from rag.selection import FEATURES
-from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Store
+from rag.store import Store
 from rag.translation import translate
 
 _NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
@@ -73,7 +74,7 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
     found = []
     for passage in passages:
         chunk = passage.chunk
-        units = sentence_units(chunk.text, chunk.section)
+        units = list(chunk.units)
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)

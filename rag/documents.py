@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,23 @@ class Document:
 
 
 @dataclass(frozen=True)
+class SentenceUnit:
+    """A sentence or bullet line of a chunk (offsets in the chunk's text) and the label it sits under."""
+
+    start: int
+    end: int
+    label: str
+
+    def text(self, chunk_text: str) -> str:
+        return chunk_text[self.start:self.end]
+
+    def embedding_text(self, chunk_text: str) -> str:
+        """The sentence with its label written in, so a bullet keeps its meaning (the vector indexes add the
+        label's vector instead: `rag.embedding.embed_labelled`)."""
+        return f"{self.label}: {self.text(chunk_text)}" if self.label else self.text(chunk_text)
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A passage of a document, located by character offsets into `Document.text`."""
 
@@ -57,11 +78,44 @@ class Chunk:
     doc_sha256: str = ""
     title: str = ""
     published: str = ""
+    # Split once when the chunk is made and stored with it: vector n of the chunk in the main index is unit n,
+    # so readers must see the units the vectors were made from, not a fresh split by a newer chunker.
+    units: tuple[SentenceUnit, ...] = ()
 
     @property
     def indexed_text(self) -> str:
         """What the embedders and BM25 see: the heading path gives a short passage its context."""
         return f"{self.section}\n{self.text}" if self.section else self.text
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some documents, a language, or a publication date range (ISO dates)."""
+
+    doc_ids: tuple[str, ...] = ()
+    language: str | None = None
+    published_from: str | None = None
+    published_to: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.doc_ids or self.language or self.published_from or self.published_to)
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A document ready to write: its chunks (with their sentence units), their BM25 tokens, and per vector
+    index one array with a row per entry of `rag.index_layout.index_entries` (chunk by chunk, in order)."""
+
+    document: Document
+    chunks: list[Chunk]
+    lex_tokens: list[list[str]]
+    vectors: dict[str, np.ndarray]
+    config_key: str
+
+    @property
+    def unit_count(self) -> int:
+        """The main index's vectors of the document: one per sentence unit."""
+        return sum(len(chunk.units) for chunk in self.chunks)
 
 
 @dataclass(frozen=True)

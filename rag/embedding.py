@@ -201,7 +201,7 @@ def _multilingual_kind(settings: Settings) -> type[UseEmbedder] | type[E5Embedde
 
 def model_names(settings: Settings) -> dict[str, str]:
     """The names the store records for each index's vectors, by index, without loading a model."""
-    from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, index_keys
+    from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX, index_keys
 
     names = {MAIN_INDEX: embedder_name(settings.embed_model, settings.embed_backend)}
     if MULTILINGUAL_INDEX in index_keys(settings):
@@ -212,7 +212,7 @@ def model_names(settings: Settings) -> dict[str, str]:
 def embedders(settings: Settings, *, loaded: bool = False) -> dict[str, Embedder]:
     """The store's embedders by index name: the main model, and the multilingual one unless disabled; each
     loads when first used, or at once when `loaded` (the chat, which should not make its first visitor wait)."""
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     found = {key: LazyEmbedder(name, lambda: main_embedder(settings)) if key == MAIN_INDEX
              else LazyEmbedder(name, lambda: multilingual_embedder(settings), _multilingual_kind(settings).dim)

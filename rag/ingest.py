@@ -18,13 +18,17 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rag.chunking import CHUNKER_VERSION, chunk_document, sentence_units
+from rag.catalog import Catalog, count_problems
+from rag.chunking import CHUNKER_VERSION, chunk_document
+from rag.documents import PreparedDocument
 from rag.embedding import POOL_AFTER_TEXTS, EncoderPool, embed_indexes, model_names
 from rag.errors import LoadError, RagError
+from rag.index_layout import INDEX_LAYOUT, MAIN_INDEX, index_entries, index_keys, lexical_tokens
 from rag.lexical import TOKENIZER_VERSION, LexicalIndex
 from rag.loaders import check_inside_root, file_sha256, load_document, stored_path, within
-from rag.store import (INDEX_LAYOUT, MAIN_INDEX, Catalog, PreparedDocument, Store, count_problems, index_entries,
-                       index_keys, lexical_tokens, vectors_on_disk)
+from rag.settings import Settings
+from rag.store import Store
+from rag.vectors import vectors_on_disk
 
 # Chunks embedded and written together: large enough for efficient batches, small enough to commit often.
 GROUP_CHUNKS = 512
@@ -76,7 +80,7 @@ class Progress:
             self.on_change(self)
 
 
-def config_key(settings, model_names: dict[str, str]) -> str:
+def config_key(settings: Settings, model_names: dict[str, str]) -> str:
     """Everything besides the file's bytes that decides its chunks and vectors; `model_names` by index."""
     models = ",".join(f"{key}={name}" for key, name in sorted(model_names.items()))
     return (f"chunker{CHUNKER_VERSION}|lex{TOKENIZER_VERSION}|layout{INDEX_LAYOUT}|"
@@ -103,7 +107,7 @@ def discover(paths: Iterable[Path], files_root: Path | None = None) -> Iterator[
             yield path, files_root
 
 
-def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool = False,
+def ingest(paths: Iterable[Path | str], settings: Settings, store: Store, *, prune: bool = False,
            progress: Progress | None = None, files_root: Path | None = None) -> IngestReport:
     """Bring the store in line with the files under `paths`; see `IngestReport` for what happened. Files given
     themselves take their doc_ids from their path below `files_root` (default: the working folder)."""
@@ -122,7 +126,7 @@ def ingest(paths: Iterable[Path | str], settings, store: Store, *, prune: bool =
     return IngestReport(tuple(outcomes), time.perf_counter() - started, written)
 
 
-def unchanged_report(paths: Iterable[Path | str], settings, *, prune: bool = False) -> IngestReport | None:
+def unchanged_report(paths: Iterable[Path | str], settings: Settings, *, prune: bool = False) -> IngestReport | None:
     """The report of an ingest that would change nothing, found from the catalog, the file hashes and the
     vector counts alone, without a Chroma client or a model (both cost more than the whole check); None when
     something may need doing, or when it cannot tell (a Chroma server), and a real ingest must run."""
@@ -162,7 +166,7 @@ class _Parsed:
     outcome: FileOutcome
 
 
-def _ingest_files(files, settings, store: Store, progress: Progress) -> tuple[list[FileOutcome], int]:
+def _ingest_files(files, settings: Settings, store: Store, progress: Progress) -> tuple[list[FileOutcome], int]:
     key = config_key(settings, store.model_names())
     stored_paths = store.stored_paths()
     known_paths = {path: doc_id for doc_id, path in stored_paths.items()}
@@ -211,7 +215,7 @@ def _ingest_files(files, settings, store: Store, progress: Progress) -> tuple[li
     return outcomes, written
 
 
-def _parse(path: Path, root: Path | None, settings, store: Store, key: str, known_paths: dict[str, str],
+def _parse(path: Path, root: Path | None, settings: Settings, store: Store, key: str, known_paths: dict[str, str],
            stored_paths: dict[str, str], claimed: dict[str, str]) -> _Parsed:
     where = str(path)
     try:
@@ -233,8 +237,7 @@ def _parse(path: Path, root: Path | None, settings, store: Store, key: str, know
             store.touch_path(document.doc_id, document.path)
             return _Parsed(None, FileOutcome(where, "unchanged", document.doc_id))
         chunks = chunk_document(document, settings.chunk_tokens, settings.chunk_overlap, store.indexes[MAIN_INDEX].embedder.fits)
-        units = [sentence_units(c.text, c.section) for c in chunks]
-        prepared = PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], units, {}, key)
+        prepared = PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], {}, key)
         status = "updated" if store.find(document.doc_id) else "added"
         return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks), retired=retired))
     except RagError as exc:
@@ -292,8 +295,8 @@ class GroupWriter:
         """The documents with their vectors: one embedding call per index for the whole group, the indexes
         side by side."""
         indexes = self._store.indexes
-        entries = {key: [[entry for chunk, units in zip(d.chunks, d.units) for entry in index_entries(key, chunk, units)]
-                         for d in group] for key in indexes}
+        entries = {key: [[entry for chunk in d.chunks for entry in index_entries(key, chunk)] for d in group]
+                   for key in indexes}
         embedders = {key: index.embedder for key, index in indexes.items()}
         if self._texts_embedded >= POOL_AFTER_TEXTS and EncoderPool.can_run(embedders):
             self._pool = self._pool or EncoderPool(embedders)

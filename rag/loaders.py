@@ -6,6 +6,7 @@ Every failure is a `LoadError` whose message names the file and says what to do 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import os
 import re
@@ -18,6 +19,7 @@ import yaml
 
 from rag.documents import Document, Heading
 from rag.errors import FileTooLargeError, LoadError, UnsupportedFileError
+from rag.headings import MD_HEADING, find_text_headings
 from rag.safety import ADDRESSES_ASSISTANT, addresses_assistant
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
@@ -31,12 +33,6 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _DOC_ID = re.compile(r"[\w][\w.\-/]{0,199}")  # fullmatch: "$" would let a final newline through
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
-_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+\S")
-_NUMBERED_HEADING = re.compile(r"^(\d{1,3}(?:\.\d{1,3})*)\.?[ \t]+\S")
-_ROMAN_HEADING = re.compile(r"^[IVXLC]{1,6}\.[ \t]+\S")
-_CHINESE_HEADING = re.compile(r"^第[一二三四五六七八九十百千零〇\d]{1,6}([编章节条])")
-_CHINESE_LEVELS = {"编": 2, "章": 3, "节": 4, "条": 5}
-_SENTENCE_END = tuple(".,;:!?。；：，！？")
 FRONT_MATTER_FIELDS = ("title", "publisher", "published", "source", "language", "doc_id")
 
 
@@ -108,38 +104,6 @@ def detect_language(text: str) -> str:
     cjk = len(_CJK.findall(text))
     latin = len(_LATIN.findall(text))
     return "zh" if cjk and cjk >= 0.3 * (cjk + latin) else "en"
-
-
-def find_text_headings(text: str) -> tuple[Heading, ...]:
-    """Headings of plain text and Markdown: `#` lines, numbered clauses, `第三条`, roman numerals, emoji titles."""
-    headings = []
-    offset = 0
-    for line in text.split("\n"):
-        level = _heading_level(line)
-        if level:
-            headings.append(Heading(offset, offset + len(line), level))
-        offset += len(line) + 1
-    return tuple(headings)
-
-
-def _heading_level(line: str) -> int:
-    stripped = line.strip()
-    if not stripped or len(stripped) > 120:
-        return 0
-    if match := _MD_HEADING.match(stripped):
-        return len(match.group(1))
-    if match := _CHINESE_HEADING.match(stripped):
-        # "第三条 …。" is a clause with its text on the line, not a title: its words belong in a chunk.
-        return 0 if stripped.endswith(_SENTENCE_END) else _CHINESE_LEVELS[match.group(1)]
-    if stripped.endswith(_SENTENCE_END):
-        return 0
-    if match := _NUMBERED_HEADING.match(stripped):
-        return 1 + match.group(1).count(".") + 1
-    if _ROMAN_HEADING.match(stripped):
-        return 2
-    if unicodedata.category(stripped[0]) == "So" and len(stripped) <= 90:
-        return 1
-    return 0
 
 
 def decode_bytes(raw: bytes, where: str) -> str:
@@ -263,7 +227,7 @@ def _load_text(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
     text = clean_text(text)
     headings = find_text_headings(text)
     if "title" not in meta:
-        first = next((h for h in headings if _MD_HEADING.match(text[h.start:h.end])), None)
+        first = next((h for h in headings if MD_HEADING.match(text[h.start:h.end])), None)
         if first:
             meta["title"] = text[first.start:first.end].lstrip("#").strip()
     return meta, text, headings, ()
@@ -459,7 +423,7 @@ def read_file_bytes(path: Path, max_file_mb: float) -> bytes:
     except RuntimeError:  # pathlib reports symlink loops this way
         raise LoadError(f"{where}: is a symlink loop; fix or remove the link") from None
     except OSError as exc:
-        reason = "is a symlink loop; fix or remove the link" if exc.errno == 40 else f"cannot be read ({exc.strerror})"
+        reason = "is a symlink loop; fix or remove the link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
         raise LoadError(f"{where}: {reason}") from None
     if len(raw) > max_file_mb * 1_000_000:
         raise LoadError(f"{where}: grew past RAG_MAX_FILE_MB={max_file_mb:g} while being read")

@@ -17,12 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from rag.chunking import sentence_units
-from rag.documents import Chunk
+from rag.documents import Chunk, Filters, SentenceUnit
+from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import has_cjk, tokenize
-from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
-from rag.translation import translate
 from rag.settings import Settings
+from rag.store import Store
+from rag.translation import translate
 
 # The English model's view of Chinese passages for an English question: heard, but quietly. (A Chinese question's
 # weights for English passages are fitted: settings RAG_ZH_*.)
@@ -182,13 +182,13 @@ def sentence_vectors(store: Store, index: str, chunks: dict[str, Chunk]) -> dict
     if index == MAIN_INDEX:
         return store.unit_vectors(MAIN_INDEX, chunks)
     embedder = store.indexes[index].embedder
-    return {cid: _embedded_sentences(embedder, chunk.text, chunk.section) for cid, chunk in chunks.items()}
+    return {cid: _embedded_sentences(embedder, chunk.text, chunk.units) for cid, chunk in chunks.items()}
 
 
 @lru_cache(maxsize=4096)
-def _embedded_sentences(embedder, text: str, section: str) -> np.ndarray:
+def _embedded_sentences(embedder, text: str, units: tuple[SentenceUnit, ...]) -> np.ndarray:
     """A chunk's sentences, labels written in (a few chunks per question, so no saving is worth their meaning)."""
-    vectors = embedder.embed_passages([u.embedding_text(text) for u in sentence_units(text, section)])
+    vectors = embedder.embed_passages([u.embedding_text(text) for u in units])
     vectors.setflags(write=False)
     return vectors
 

@@ -27,10 +27,14 @@ import socket
 import threading
 import time
 import uuid
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from rag.catalog import CHUNK_COLUMNS, FORMAT_VERSION, Catalog, chunk_rows, document_row, units_json
+from rag.chunking import sentence_units
+from rag.documents import PreparedDocument
 from rag.errors import StoreError
-from rag.store import FORMAT_VERSION, Catalog, PreparedDocument, _guard_server, document_row
+from rag.settings import Settings
+from rag.vectors import guard_server
 
 META = "meta"
 # Catalog and chunk records carry no meaning in their vectors; Chroma wants one, and one number is the cheapest.
@@ -40,15 +44,19 @@ RECORDS = {"hnsw:space": "l2"}
 CHECK_EVERY_S = 0.2
 # Tries of a mirror refresh that meets a writer deleting the chunks it is reading.
 SYNC_ATTEMPTS = 5
-# The columns of the `documents` table, in order (see `rag.store._SCHEMA`); `text` is the record's document.
+# The columns of the `documents` table, in order (see `rag.catalog._SCHEMA`); `text` is the record's document.
 DOCUMENT_COLUMNS = ("doc_id", "version", "file_sha256", "config_key", "path", "title", "language", "published",
                     "publisher", "source", "chars", "chunks", "vectors", "flags", "text", "ingested_at")
+# The fields of a chunk record's metadata, in the order of the `chunks` table's columns after chunk_id, doc_id,
+# idx and text (the record's id, metadata and document).
+_CHUNK_FIELDS = ("section", "start", "end", "page", "tokens", "lex_tokens", "units")
+Result = TypeVar("Result")
 
 
 class ServerCatalog(Catalog):
     """The `Catalog` of a Chroma server: writes go to the server, reads to this node's mirror of it."""
 
-    def __init__(self, settings, client):
+    def __init__(self, settings: Settings, client: Any):
         super().__init__(settings.catalog_path)
         self.settings = settings
         self.records = self._collection(client, f"{settings.collection}-catalog")
@@ -65,11 +73,11 @@ class ServerCatalog(Catalog):
                              "(`rag export`), or run `rag ingest --rebuild`")
         self.sync()
 
-    def _collection(self, client, name: str):
+    def _collection(self, client: Any, name: str) -> Any:
         return self._call(lambda: client.get_or_create_collection(name, embedding_function=None, metadata=RECORDS))
 
-    def _call(self, call):
-        return _guard_server(self.settings, call)
+    def _call(self, call: Callable[[], Result]) -> Result:
+        return guard_server(self.settings, call)
 
     # ---- reading: the mirror, refreshed from the server ----------------------------------------------
 
@@ -120,7 +128,7 @@ class ServerCatalog(Catalog):
             for m in committed.values():
                 if m["doc_id"] in changed:
                     db.execute("DELETE FROM chunks WHERE doc_id=?", (m["doc_id"],))
-                    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunks[m["doc_id"]])
+                    db.executemany(f"INSERT INTO chunks VALUES ({', '.join('?' * CHUNK_COLUMNS)})", chunks[m["doc_id"]])
                     db.execute(f"INSERT OR REPLACE INTO documents VALUES ({', '.join('?' * len(DOCUMENT_COLUMNS))})",
                                [texts[m["doc_id"]] if c == "text" else m[c] for c in DOCUMENT_COLUMNS])
                 else:
@@ -150,9 +158,13 @@ class ServerCatalog(Catalog):
                                                            include=["documents", "metadatas"]))
             for chunk_id, text, m in zip(got["ids"], got["documents"], got["metadatas"]):
                 if (m["doc_id"], m["version"]) in wanted:
+                    fields = {"page": None, **m}
+                    if "units" not in m:
+                        # A record staged before chunks stored their units: split it once, into the mirror (see
+                        # `Catalog._add_units_column` for why the split is the one its vectors were made from).
+                        fields["units"] = units_json(sentence_units(text, m["section"]))
                     rows.setdefault(m["doc_id"], []).append(
-                        (chunk_id, m["doc_id"], m["idx"], text, m["section"], m["start"], m["end"], m.get("page"),
-                         m["tokens"], m["lex_tokens"]))
+                        (chunk_id, m["doc_id"], m["idx"], text, *(fields[name] for name in _CHUNK_FIELDS)))
         return texts, rows
 
     def _meta(self) -> dict:
@@ -174,7 +186,7 @@ class ServerCatalog(Catalog):
     # ---- writing (under the lease) -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writer_lock(self, settings, timeout_s: float) -> Iterator[None]:
+    def writer_lock(self, settings: Settings, timeout_s: float) -> Iterator[None]:
         with ServerLease(self, timeout_s) as lease:
             self._lease = lease
             try:
@@ -201,13 +213,13 @@ class ServerCatalog(Catalog):
         """The chunk records of the new versions, before their commit (their ids are unique to the version)."""
         ids, texts, metadatas = [], [], []
         for p in prepared:
-            for chunk, tokens in zip(p.chunks, p.lex_tokens):
-                ids.append(chunk.chunk_id)
-                texts.append(chunk.text)
-                metadatas.append({"doc_id": chunk.doc_id, "version": p.document.sha256, "idx": chunk.chunk_index,
-                                  "section": chunk.section, "start": chunk.start, "end": chunk.end,
-                                  "tokens": chunk.tokens, "lex_tokens": " ".join(tokens),
-                                  **({"page": chunk.page} if chunk.page is not None else {})})
+            for chunk_id, doc_id, idx, text, *values in chunk_rows(p):
+                ids.append(chunk_id)
+                texts.append(text)
+                fields = dict(zip(_CHUNK_FIELDS, values))
+                if fields["page"] is None:  # Chroma metadata holds no None
+                    del fields["page"]
+                metadatas.append({"doc_id": doc_id, "version": p.document.sha256, "idx": idx, **fields})
         for start in range(0, len(ids), self._batch):
             end = start + self._batch
             self._call(lambda: self.chunk_records.upsert(ids=ids[start:end], documents=texts[start:end],
@@ -230,7 +242,7 @@ class ServerCatalog(Catalog):
                                                 for d, (m, _) in records.items()))
         self.sync()
 
-    def _commit(self, records: dict[str, tuple[dict, str | None]], applied) -> None:
+    def _commit(self, records: dict[str, tuple[dict, str | None]], applied: Callable[[dict[str, dict]], bool]) -> None:
         """One request: the documents' records and the generation. Checked against the lease first, and read
         back when the request failed: a request cut off may still have been applied."""
         self._lease.check()

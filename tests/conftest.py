@@ -5,6 +5,7 @@ Any connection beyond loopback fails the test loudly, so a hidden download canno
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -59,6 +61,30 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_ex)
 
 
+@contextlib.contextmanager
+def read_only_copy(data_dir: Path) -> Iterator[Path]:
+    """The data dir on a read-only bind mount (root cannot be kept out of a folder by its mode bits), or a copy
+    with its write bits removed for a user who is not root; undone afterwards."""
+    target = Path(tempfile.mkdtemp(prefix="rag-ro-"))
+    if os.geteuid() != 0:
+        shutil.copytree(data_dir, target / "data")
+        subprocess.run(["chmod", "-R", "a-w", str(target / "data")], check=True)
+        try:
+            yield target / "data"
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", str(target / "data")], check=False)
+        return
+    (target / "data").mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(data_dir), str(target / "data")], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount as root: {mounted.stderr.decode()[:200]}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(target / "data")], check=True)
+        yield target / "data"
+    finally:
+        subprocess.run(["umount", str(target / "data")], check=False)
+
+
 def run_rag(env: dict, *args: str) -> subprocess.CompletedProcess:
     """The real `rag` command in a subprocess, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "rag", *args], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -86,7 +112,8 @@ def main_model():
 @pytest.fixture
 def open_store(main_model):
     """open_store(settings) -> Store with the real main model; closed at teardown."""
-    from rag.store import MAIN_INDEX, Store
+    from rag.index_layout import MAIN_INDEX
+    from rag.store import Store
 
     opened = []
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import CORPUS, ROOT, make_settings
 
 from rag.answer import answer, stream_answer
-from rag.documents import Answer
+from rag.documents import Answer, Filters
 from rag.embedding import embedders
 from rag.errors import QuestionError
+from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.ingest import ingest
-from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
-
-from conftest import CORPUS, ROOT, make_settings
+from rag.store import Store
 
 GMT = "gmt-eight-ai-manufacturing-special-action"
 BLUEPRINT = "blueprint-2027-ai-manufacturing-strategy"

@@ -9,7 +9,6 @@ import re
 import httpx
 import openai
 import pytest
-
 from conftest import CORPUS, run_rag
 from support.api_server import start_api, stop_api
 from support.openai_server import Reply, ScriptedChatServer

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CORPUS, ROOT
 from streamlit.testing.v1 import AppTest
 
 from rag.embedding import embedders
 from rag.ingest import ingest
 from rag.store import Store
-
-from conftest import CORPUS, ROOT
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,16 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, ROOT, make_settings
 
 from rag.answer import answer
 from rag.backup import export_store, import_store
+from rag.catalog import Catalog
 from rag.embedding import embedders
 from rag.errors import RagError, StoreError
 from rag.evaluation import load_golden
 from rag.ingest import ingest
-from rag.store import Catalog, Store
-
-from conftest import CORPUS, ROOT, make_settings
+from rag.store import Store
 
 
 def test_round_trip_gives_the_same_answers(tmp_path):

@@ -14,13 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, ROOT, free_port
 
 from rag.embedding import embedders
 from rag.ingest import ingest
 from rag.settings import load_settings
 from rag.store import Store
-
-from conftest import CORPUS, ROOT, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")

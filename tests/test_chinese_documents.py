@@ -4,16 +4,16 @@ in English answered from it with verbatim citations (real USE and MiniLM models,
 import re
 
 import pytest
+from conftest import ROOT, make_settings
 
 from rag.answer import answer
 from rag.chunking import chunk_document, sentence_units
+from rag.documents import Filters
 from rag.embedding import embedders
 from rag.ingest import ingest
 from rag.loaders import load_document
 from rag.retrieval import search
-from rag.store import Filters, Store
-
-from conftest import ROOT, make_settings
+from rag.store import Store
 
 POLICY = ROOT / "tests" / "fixtures" / "linjiang-data-centre-energy-measures.md"
 CHINESE_END = ("。", "！", "？", "；")

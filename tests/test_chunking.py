@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import CORPUS
 
 from rag.chunking import chunk_document, count_tokens, sentence_spans, sentence_units
 from rag.documents import Document
 from rag.loaders import find_text_headings, load_document
-
-from conftest import CORPUS
 
 
 def doc_of(text: str, **fields) -> Document:

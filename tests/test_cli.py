@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import CORPUS, ROOT, run_rag as rag
+from conftest import CORPUS, ROOT
+from conftest import run_rag as rag
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ import threading
 import time
 
 import pytest
+from conftest import CORPUS, make_settings, run_rag
 
 from rag.answer import answer
+from rag.catalog import WriterLock
 from rag.embedding import embedders
 from rag.errors import StoreError
 from rag.ingest import ingest
-from rag.store import Store, WriterLock
-
-from conftest import CORPUS, make_settings, run_rag
+from rag.store import Store
 
 SECONDS = 20
 
@@ -94,8 +94,8 @@ def test_a_running_store_sees_what_another_process_ingested(tmp_path):
     """The chat page keeps its store open; a CLI ingest in another process must show up without a restart."""
     import os
 
+    from rag.index_layout import MAIN_INDEX
     from rag.lexical import tokenize
-    from rag.store import MAIN_INDEX
 
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
@@ -121,7 +121,7 @@ def test_a_store_opened_again_sees_vectors_another_process_replaced(tmp_path):
     whose graph still holds the vectors another process has since deleted."""
     import os
 
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -150,7 +150,7 @@ def test_a_running_store_that_writes_after_another_process_keeps_that_processs_v
     persisting its own graph erased them on disk: a store opened afresh lost them too."""
     import os
 
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     corpus, upload = tmp_path / "corpus", tmp_path / "upload"
     corpus.mkdir()
@@ -182,7 +182,7 @@ def test_a_read_that_meets_a_delete_in_flight_is_tried_again_and_other_errors_ar
     """The race itself is rare (1 query in 6,602 in `make soak`), so chromadb's error is raised here once."""
     from chromadb.errors import InternalError
 
-    from rag.store import MAIN_INDEX
+    from rag.index_layout import MAIN_INDEX
 
     ingest([corpus_copy], settings, store)
     index = store.indexes[MAIN_INDEX]

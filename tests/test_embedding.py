@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_settings
 
 from rag.embedding import LABEL_WEIGHT, EncoderPool, embed_indexes, embed_labelled
 from rag.encoders import TurnLock, UseEmbedder, in_turns
-from rag.onnx_backend import OnnxEmbedder
 from rag.errors import StoreError
+from rag.index_layout import MAIN_INDEX
+from rag.onnx_backend import OnnxEmbedder
 from rag.settings import BUNDLED_MODEL
-from rag.store import MAIN_INDEX, Store
-
-from conftest import make_settings
+from rag.store import Store
 
 SENTENCES = [
     "By 2027, build more than 100 high-quality industrial datasets.",

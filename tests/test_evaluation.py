@@ -8,13 +8,22 @@ import subprocess
 import sys
 
 import pytest
-
-from rag.evaluation import (compare, covers, load_golden, missed_thresholds, parse_thresholds, percentile,
-                            score_question, summarise, token_f1, GoldenQuestion)
-from rag.errors import RagError
-from rag.loaders import load_document
-
 from conftest import CORPUS, ROOT
+
+from rag.errors import RagError
+from rag.evaluation import (
+    GoldenQuestion,
+    compare,
+    covers,
+    load_golden,
+    missed_thresholds,
+    parse_thresholds,
+    percentile,
+    score_question,
+    summarise,
+    token_f1,
+)
+from rag.loaders import load_document
 
 GOLDEN = ROOT / "eval" / "golden.jsonl"
 

@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from conftest import CORPUS, make_settings
 
 from rag.answer import answer
+from rag.documents import Filters
 from rag.embedding import embedders
 from rag.errors import QuestionError
 from rag.evaluation import load_golden
 from rag.ingest import ingest, remove_documents
-from rag.store import Filters, Store
+from rag.store import Store
 from rag.uploads import safe_name
-
-from conftest import CORPUS, make_settings
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, make_settings
 
+from rag.catalog import WriterLock
 from rag.errors import StoreError
+from rag.index_layout import MAIN_INDEX
 from rag.ingest import ingest, remove_documents
 from rag.lexical import tokenize
-from rag.store import MAIN_INDEX, Store, WriterLock
-
-from conftest import ROOT, make_settings
+from rag.store import Store
 
 SEED = "gmt-eight-ai-manufacturing-special-action.md"
 

@@ -9,15 +9,14 @@ import re
 import time
 
 import pytest
+from conftest import CORPUS, make_settings
+from support.openai_server import Reply, ScriptedChatServer
 
 from rag.answer import answer, stream_answer
 from rag.documents import Answer
 from rag.embedding import embedders
 from rag.ingest import ingest
 from rag.store import Store
-from support.openai_server import Reply, ScriptedChatServer
-
-from conftest import CORPUS, make_settings
 
 QUESTION = "How many industrial datasets are to be built by 2027?"
 

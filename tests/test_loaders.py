@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS
 
 from rag.errors import LoadError
 from rag.loaders import clean_text, detect_language, load_document
-
-from conftest import CORPUS
 
 
 def make_pdf(path: Path, pages: list[str], *, encrypt: str | None = None) -> Path:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_settings
 
 from rag.evaluation import GoldenQuestion, score_question
 from rag.peers import BM25, READER_1, READER_2, TUTORIAL, Peers, model_path
-
-from conftest import make_settings
 
 
 @pytest.fixture(scope="module")

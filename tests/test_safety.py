@@ -2,14 +2,13 @@
 the assistant are flagged at ingest."""
 
 import pytest
+from conftest import CORPUS, make_settings
 
 from rag.answer import answer
 from rag.embedding import embedders
 from rag.ingest import ingest
 from rag.safety import addresses_assistant, injection_rules
 from rag.store import Store
-
-from conftest import CORPUS, make_settings
 
 
 @pytest.mark.parametrize("question, rule", [

@@ -16,13 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, ROOT, free_port, make_settings, run_rag, wait_for_port
+from test_ingest import SEED, assert_consistent, snapshot
 
 from rag.errors import StoreError
 from rag.ingest import ingest
 from rag.store import Store
-
-from conftest import CORPUS, ROOT, free_port, make_settings, run_rag, wait_for_port
-from test_ingest import SEED, assert_consistent, snapshot
 
 KELP = "# Kelp\n\nUnderwater kelp farming robots will be piloted in 9 coastal parks.\n"
 KELP_QUESTION = "How many coastal parks will pilot kelp farming robots?"
@@ -228,9 +227,10 @@ print(version)
 
 
 def test_two_nodes_search_with_four_threads_each_while_a_third_ingests(tmp_path, chroma_server, collection):
+    from test_concurrency import zones_document
+
     from rag.embedding import embedders
     from rag.retrieval import search
-    from test_concurrency import zones_document
 
     zones = tmp_path / "zones.md"
     zones.write_text(zones_document(0), encoding="utf-8")
@@ -345,3 +345,23 @@ def test_a_server_behind_a_token_checking_proxy_serves_only_clients_with_the_tok
     assert "Traceback" not in refused.stderr
     listed = run_rag({**env, "RAG_CHROMA_TOKEN": token}, "docs")
     assert listed.returncode == 0 and "2 documents" in listed.stdout, listed.stderr
+
+
+def test_chunk_records_staged_before_units_were_stored_are_split_once_into_a_nodes_mirror(
+        tmp_path, chroma_server, collection, open_store):
+    from rag.server_catalog import NO_VECTOR
+
+    writer = open_store(node_settings(tmp_path, "node-a", chroma_server, collection))
+    assert ingest([CORPUS / SEED], writer.settings, writer).count("added") == 1
+    stored = {cid: chunk.units for cid, chunk in writer.chunks(cid for chunks in snapshot(writer).values()
+                                                                 for cid, _ in chunks).items()}
+    records = writer.catalog.chunk_records
+    found = records.get(include=["documents", "metadatas"])
+    assert all("units" in m for m in found["metadatas"])
+    records.delete(ids=found["ids"])  # the records as the code before this change staged them: no `units`
+    records.add(ids=found["ids"], documents=found["documents"], embeddings=[NO_VECTOR] * len(found["ids"]),
+                metadatas=[{k: v for k, v in m.items() if k != "units"} for m in found["metadatas"]])
+
+    reader = open_store(node_settings(tmp_path, "node-b", chroma_server, collection))  # an empty mirror
+    assert {cid: chunk.units for cid, chunk in reader.chunks(stored).items()} == stored
+    assert all(stored.values())

@@ -1,22 +1,26 @@
 """A store that checks itself when it opens: damage is named with its fix, a read-only copy serves reads,
-a full disk fails the write and leaves the store as it was."""
+a full disk fails the write and leaves the store as it was, a store of the previous schema is migrated, and
+the sentence units its vectors were made from are read back, never split again."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, ROOT, make_settings, read_only_copy
+from conftest import run_rag as rag
 
+from rag.answer import answer
+from rag.index_layout import MAIN_INDEX
 from rag.ingest import ingest
-from rag.store import MAIN_INDEX, catalog_listing
-
-from conftest import CORPUS, ROOT, make_settings, run_rag as rag
+from rag.retrieval import search, sentence_vectors
+from rag.store import catalog_listing
 
 QUESTION = "How many industrial datasets are to be built by 2027?"
 
@@ -76,26 +80,9 @@ def test_an_empty_catalog_beside_stored_vectors_is_not_an_empty_store(built):
     assert "`rag import EXPORT.jsonl --replace`" in asked.stderr and "`rag ingest --rebuild`" in asked.stderr
 
 
-def _read_only_copy(data_dir: Path) -> Path:
-    """The data dir on a read-only bind mount (root cannot be kept out of a folder by its mode bits), or with
-    its write bits removed for a user who is not root."""
-    target = Path(tempfile.mkdtemp(prefix="rag-ro-"))
-    if os.geteuid() != 0:
-        shutil.copytree(data_dir, target / "data")
-        subprocess.run(["chmod", "-R", "a-w", str(target / "data")], check=True)
-        return target / "data"
-    (target / "data").mkdir()
-    mounted = subprocess.run(["mount", "--bind", str(data_dir), str(target / "data")], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only mount as root: {mounted.stderr.decode()[:200]}")
-    subprocess.run(["mount", "-o", "remount,ro,bind", str(target / "data")], check=True)
-    return target / "data"
-
-
 def test_a_read_only_data_dir_serves_reads(built):
     settings, env = built
-    read_only = _read_only_copy(settings.data_dir)
-    try:
+    with read_only_copy(settings.data_dir) as read_only:
         with pytest.raises(OSError):
             (read_only / "probe").write_text("x")
         env = {**env, "RAG_DATA_DIR": str(read_only)}
@@ -103,11 +90,6 @@ def test_a_read_only_data_dir_serves_reads(built):
         assert listed.returncode == 0 and "2 documents" in listed.stdout, listed.stderr
         asked = rag(env, "ask", QUESTION)
         assert asked.returncode == 0 and "100 high" in asked.stdout, asked.stderr
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(read_only)], check=False)
-        else:
-            subprocess.run(["chmod", "-R", "u+w", str(read_only)], check=False)
 
 
 def test_a_full_disk_fails_the_write_with_a_message_and_leaves_the_store_as_it_was(built, tmp_path):
@@ -135,3 +117,58 @@ def test_a_full_disk_fails_the_write_with_a_message_and_leaves_the_store_as_it_w
     assert asked.returncode == 0 and "100 high" in asked.stdout and "warning" not in asked.stderr
     # added, updated, unchanged, removed, failed: both unchanged, nothing to repair
     assert re.search(r"│\s+0 │\s+0 │\s+2 │\s+0 │\s+0 │\s+0 │", rag(env, "ingest", str(CORPUS)).stdout)
+
+
+def _split_everywhere_raises(monkeypatch) -> None:
+    """Make the chunker's sentence split fail in every loaded module of `rag` that can reach it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("sentence_units was called after ingest: the units must be read from the store")
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("rag.") and hasattr(module, "sentence_units"):
+            monkeypatch.setattr(module, "sentence_units", refuse)
+
+
+def test_answers_and_retrieval_read_the_stored_units_never_a_fresh_split(built, open_store, monkeypatch):
+    """Each chunk's sentence units are split once, at ingest, and stored with it: what answers and retrieval
+    read back is what the vectors were made from, whatever the chunker of this process would split today."""
+    settings, _ = built
+    store = open_store(settings)
+    before = answer(QUESTION, settings, store=store)
+    assert not before.abstained and "100 high" in before.citations[0].quote
+    _split_everywhere_raises(monkeypatch)
+    after = answer(QUESTION, settings, store=store)
+    assert after.citations == before.citations and after.text == before.text
+    chunks = {p.chunk.chunk_id: p.chunk for p in search(store, settings, QUESTION, k=5).passages}
+    vectors = sentence_vectors(store, MAIN_INDEX, chunks)
+    assert {cid: len(rows) for cid, rows in vectors.items()} == {cid: len(c.units) for cid, c in chunks.items()}
+
+
+def test_a_store_written_before_units_were_stored_is_migrated_once_and_answers(built, open_store):
+    settings, _ = built
+    store = open_store(settings)
+    expected = answer(QUESTION, settings, store=store)
+    stored_units = {cid: chunk.units for cid, chunk in store.chunks(_chunk_ids(settings)).items()}
+    store.close()
+    db = sqlite3.connect(settings.catalog_path)
+    db.execute("ALTER TABLE chunks DROP COLUMN units")  # the catalog as the code before this change wrote it
+    db.commit()
+    db.close()
+
+    reopened = open_store(settings)
+    assert reopened.problems == []
+    got = answer(QUESTION, settings, store=reopened)
+    assert got.citations == expected.citations and got.text == expected.text
+    assert {cid: c.units for cid, c in reopened.chunks(stored_units).items()} == stored_units
+    db = sqlite3.connect(settings.catalog_path)
+    assert db.execute("SELECT count(*) FROM chunks WHERE units = '[]'").fetchone()[0] == 0  # filled, on disk
+    db.close()
+    assert ingest([CORPUS], settings, reopened).count("unchanged") == 2  # nothing to re-embed
+
+
+def _chunk_ids(settings) -> list[str]:
+    db = sqlite3.connect(settings.catalog_path)
+    try:
+        return [row[0] for row in db.execute("SELECT chunk_id FROM chunks")]
+    finally:
+        db.close()
