@@ -1,12 +1,14 @@
 """Sentence candidates of an extractive answer, on hand-made passages: what may be quoted, and how."""
 
 from rag.candidates import sentence_candidates, with_its_term
+from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.retrieval import Retrieved
 
 
 def passage(text: str, start: int = 0) -> Retrieved:
-    return Retrieved(Chunk("doc#1", "doc", text, 0, start, start + len(text)), 1.0, 1)
+    units = tuple(sentence_units(text, ""))
+    return Retrieved(Chunk("doc#1", "doc", text, 0, start, start + len(text), units=units), 1.0, 1)
 
 
 def test_a_lead_in_a_question_and_a_bare_term_are_not_candidates():
