@@ -136,6 +136,7 @@ def cmd_eval(args, settings) -> int:
     import datetime as dt
 
     from rag import evaluation
+    from rag.eval_run import run_eval
     from rag.report import write_reports
 
     if args.suite:
@@ -147,13 +148,13 @@ def cmd_eval(args, settings) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=errors, transient=True) as bar:
         task = bar.add_task("ingesting corpus", total=None)
-        run = evaluation.run_eval(
+        run = run_eval(
             args.golden, args.corpus, settings, k=args.k, answerer=args.answerer, peers=args.peers,
             on_ingest=lambda report: bar.update(task, description="asking"),
             progress=lambda done, total: bar.update(task, completed=done, total=total))
     folder = args.report_dir or Path("eval/reports") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     paths = write_reports(run, folder)
-    table = Table(title=f"{run.summary['questions']} questions, k = {args.k}")
+    table = Table(title=f"{run.summary['questions']} questions, k = {run.summary['k']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if old:
