@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corpus", type=Path, default=Path("corpus"))
     evaluate.add_argument("--store", type=Path, help="data dir of a separate store for this corpus (with --suite: "
                           "the folder holding a store per corpus)")
-    evaluate.add_argument("--k", type=int, default=5)
+    evaluate.add_argument("--k", type=int, help="passages per question (default RAG_K)")
     evaluate.add_argument("--answerer", choices=["extractive", "llm"])
     evaluate.add_argument("--report-dir", type=Path)
     evaluate.add_argument("--compare", type=Path, metavar="OLD_REPORT.json")
