@@ -11,12 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rag.errors import RagError
+from rag.settings import Settings
 
 console = Console(soft_wrap=True)  # whole lines in pipes and logs; tables still fit the width
 errors = Console(stderr=True, soft_wrap=True)
 
 
-def _open_store(settings, *, with_models: bool = True):
+def _open_store(settings: Settings, *, with_models: bool = True):
     from rag.embedding import embedders
     from rag.store import Store
 
@@ -30,7 +31,7 @@ def _warned(store):
     return store
 
 
-def cmd_ingest(args, settings) -> int:
+def cmd_ingest(args, settings: Settings) -> int:
     from rag import ingest as ingest_module
 
     paths = args.paths or [Path("corpus")]
@@ -50,7 +51,7 @@ def cmd_ingest(args, settings) -> int:
     return 0 if report.ok else 1
 
 
-def _ingest(ingest_module, paths: list[Path], args, settings):
+def _ingest(ingest_module, paths: list[Path], args, settings: Settings):
     if args.rebuild:
         from rag.store import Store
 
@@ -68,7 +69,7 @@ def _ingest(ingest_module, paths: list[Path], args, settings):
                                     progress=ingest_module.Progress(on_change=show))
 
 
-def cmd_docs(args, settings) -> int:
+def cmd_docs(args, settings: Settings) -> int:
     from rag.store import catalog_listing
 
     documents, problems = catalog_listing(settings)
@@ -85,7 +86,7 @@ def cmd_docs(args, settings) -> int:
     return 0
 
 
-def cmd_remove(args, settings) -> int:
+def cmd_remove(args, settings: Settings) -> int:
     from rag.ingest import remove_documents
 
     removed, unknown = remove_documents(args.names, _open_store(settings, with_models=False))
@@ -97,7 +98,7 @@ def cmd_remove(args, settings) -> int:
     return 0 if not unknown else 1
 
 
-def cmd_ask(args, settings) -> int:
+def cmd_ask(args, settings: Settings) -> int:
     import json
 
     from rag.answer import answer
@@ -132,7 +133,7 @@ def cmd_ask(args, settings) -> int:
     return 0
 
 
-def cmd_eval(args, settings) -> int:
+def cmd_eval(args, settings: Settings) -> int:
     import datetime as dt
 
     from rag import evaluation
@@ -181,7 +182,7 @@ def cmd_eval(args, settings) -> int:
     return 1 if missed else 0
 
 
-def _eval_suite(args, settings) -> int:
+def _eval_suite(args, settings: Settings) -> int:
     import datetime as dt
 
     from rag import evaluation, suite
@@ -219,7 +220,7 @@ def _show(value, signed: bool = False) -> str:
     return f"{value:+}" if signed else str(value)
 
 
-def cmd_export(args, settings) -> int:
+def cmd_export(args, settings: Settings) -> int:
     from rag.backup import export_store
 
     count = export_store(_open_store(settings, with_models=False), args.path)
@@ -228,7 +229,7 @@ def cmd_export(args, settings) -> int:
     return 0
 
 
-def cmd_import(args, settings) -> int:
+def cmd_import(args, settings: Settings) -> int:
     from rag.backup import import_store
 
     report = import_store(args.path, settings, _open_store(settings), replace=args.replace, merge=args.merge)
@@ -241,7 +242,7 @@ def cmd_import(args, settings) -> int:
     return 0
 
 
-def _warmed_store(settings):
+def _warmed_store(settings: Settings):
     """The store with its models loaded and every answer path run once: the first real answer loads nothing."""
     from rag.answer import answer
     from rag.lexical import tokenize
@@ -256,7 +257,7 @@ def _warmed_store(settings):
     return store
 
 
-def cmd_serve(args, settings) -> int:
+def cmd_serve(args, settings: Settings) -> int:
     """Warm up, then start the chat in this same process: the page's first answer then needs no model loading."""
     from streamlit.web import bootstrap
 
@@ -269,7 +270,7 @@ def cmd_serve(args, settings) -> int:
     return 0
 
 
-def cmd_api(args, settings) -> int:
+def cmd_api(args, settings: Settings) -> int:
     import uvicorn
 
     from rag.api import create_app
@@ -283,7 +284,7 @@ def cmd_api(args, settings) -> int:
     return 0
 
 
-def cmd_feedback_export(args, settings) -> int:
+def cmd_feedback_export(args, settings: Settings) -> int:
     import json
 
     from rag.feedback import export_candidates

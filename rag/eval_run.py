@@ -57,8 +57,8 @@ def run_eval(golden: Path, corpus: Path, settings: Settings, *, k: int | None = 
         run = evaluate(questions, lambda q: answer(q, settings, store=store, k=k, answerer=answerer).to_dict(),
                        k=k, settings=settings_record(settings, k, answerer), progress=progress)
         if peers:
-            systems = {PROJECT: run.summary, **{name: summarise_system(name, rows) for name, rows
-                                                 in peer_rows(corpus, questions, k, settings, with_reader=False).items()}}
+            found = peer_rows(corpus, questions, k, settings, with_reader=False)
+            systems = {PROJECT: run.summary, **{name: summarise_system(name, rows) for name, rows in found.items()}}
             run.peers = {name: {m: summary[m] for m in RETRIEVAL_METRICS} for name, summary in systems.items()}
         return run
     finally:

@@ -21,6 +21,7 @@ from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.fusion import fuse
 from rag.lexical import has_cjk, tokenize
+from rag.settings import Settings
 from rag.store import MAIN_INDEX, MULTILINGUAL_INDEX, Filters, Store
 from rag.translation import translate
 
@@ -50,7 +51,7 @@ class RetrievalResult:
     timings: dict[str, float]
 
 
-def search(store: Store, settings, question: str, *, k: int | None = None, filters: Filters | None = None,
+def search(store: Store, settings: Settings, question: str, *, k: int | None = None, filters: Filters | None = None,
            lexical_weight: float | None = None, dense_weight: float | None = None,
            multilingual_weight: float | None = None) -> RetrievalResult:
     """The top `k` passages for `question`, fused across retrievers; weights default to the settings."""
@@ -77,7 +78,8 @@ class Fusion:
     cjk_question: bool
 
     @classmethod
-    def from_settings(cls, settings, cjk_question: bool, overrides: dict[str, float | None] | None = None) -> "Fusion":
+    def from_settings(cls, settings: Settings, cjk_question: bool,
+                      overrides: dict[str, float | None] | None = None) -> "Fusion":
         """The settings' fusion; an override replaces a retriever's weight in the question's language, and an
         override of 0 turns that retriever off altogether (for a Chinese question, its translated twin too)."""
         overrides = {name: weight for name, weight in (overrides or {}).items() if weight is not None}

@@ -27,7 +27,8 @@ def test_tokens_are_lower_case_stems_without_stop_words_or_thousands_separators(
 
 
 def test_chinese_is_cut_into_words_inside_english_text_too():
-    assert tokenize("建设100个高质量工业数据集") == ["建设", "100", "高质", "质量", "高质量", "工业", "数据", "集"]
+    assert tokenize("建设100个高质量工业数据集") == ["建设", "100", "高质", "质量", "高质量", "工业", "数据",
+                                                    "集"]
     assert tokenize("Robots 机器人 in factories") == ["robot", "机器", "机器人", "factori"]
     assert "的" not in tokenize("工业的数据")  # a Chinese stop word
 
