@@ -7,7 +7,8 @@ eval/golden.jsonl over corpus/. Each corpus is ingested once with the default se
 xquad-dev is then ingested INGEST_REPEATS times more with the multilingual index and without, to show what that
 index costs at ingest. Every retriever's ranked list (top RAG_CANDIDATES) is taken once per question and cached
 in data/bench/chinese_runs.json, with the chunks each list names and the chunks covering each question's evidence;
-a variant is then a fusion of cached lists (`rag.retrieval.fuse`), so variants cost no model time. The script checks that the cache reproduces `search()`.
+a variant is then a fusion of cached lists (`rag.retrieval.fused_passages`), so variants cost no model time. The
+script checks that the cache reproduces `search()`.
 Metrics: hit@5, MRR@5 and hit@10 by the evaluation's coverage rule (`rag.evaluation.covers`).
 """
 
@@ -27,8 +28,8 @@ from rag.documents import Chunk, SentenceUnit  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, load_golden  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
-from rag.retrieval import RETRIEVERS, Fusion, fuse, retriever_runs, search, translated_runs  # noqa: E402
-from rag.settings import load_settings  # noqa: E402
+from rag.retrieval import RETRIEVERS, Fusion, fused_passages, retriever_runs, search, translated_runs  # noqa: E402
+from rag.settings import Settings, load_settings  # noqa: E402
 from rag.store import Store  # noqa: E402
 from rag.translation import GLOSSES_PER_WORD, translate  # noqa: E402
 
@@ -101,7 +102,7 @@ def ingest_seconds(models_dir: Path, multilingual: str) -> dict[str, list[float]
     return seconds
 
 
-def check_cache_reproduces_search(store, settings, records: list[dict], chunks: dict) -> None:
+def check_cache_reproduces_search(store: Store, settings: Settings, records: list[dict], chunks: dict) -> None:
     fusion = Fusion.from_settings(settings, cjk_question=True)
     for record in records:
         expected = [p.chunk.chunk_id for p in search(store, settings, record["question"], k=DEPTH).passages]
@@ -117,7 +118,7 @@ def chunks_of(records: dict) -> dict[str, Chunk]:
 
 def ranked(record: dict, chunks: dict[str, Chunk], fusion: "Fusion") -> list[str]:
     runs = {name: [(cid, 0.0) for cid in run] for name, run in record["runs"].items() if fusion.uses(name)}
-    return [p.chunk.chunk_id for p in fuse(runs, chunks, fusion.weight, fusion.rrf_k, DEPTH)]
+    return [p.chunk.chunk_id for p in fused_passages(runs, chunks, fusion.weight, fusion.rrf_k, DEPTH)]
 
 
 def scores(records: list[dict], chunks: dict[str, Chunk], fusion: "Fusion") -> dict:
@@ -145,7 +146,7 @@ def chinese(weights: dict[str, float], rrf_k: int) -> "Fusion":
     return Fusion(weights, weights, rrf_k, True)
 
 
-def variants(settings) -> dict[str, "Fusion"]:
+def variants(settings: Settings) -> dict[str, "Fusion"]:
     fitted = Fusion.from_settings(settings, cjk_question=True)
     rrf_k = fitted.rrf_k
     table = {"fusion set by hand before (dense 0.5, BM25 0.3, multilingual 1)": HAND_SET,

@@ -7,7 +7,7 @@ questions; --cached reuses data/bench/chinese_runs.json instead of ingesting aga
 on hit@5 + MRR@5. Folds are held out by document: the 24 articles and the seed corpus are dealt into FOLDS folds
 (largest first, each to the fold with the fewest questions); each fold is scored with the point fitted on the
 others, then the defaults in rag/settings.py (RAG_ZH_*) are the point fitted on all questions. The chosen
-points are scored again through `rag.retrieval.fuse`, which is what the product runs.
+points are scored again through `rag.retrieval.fused_passages`, which is what the product runs.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def fusion_of(point):
 
 
 def product_scores(sets: dict, point, ids: set[str] | None = None) -> dict:
-    """The point's hit@5 / MRR@5 / hit@10 through rag.retrieval.fuse, per set, on the questions in `ids`."""
+    """The point's hit@5 / MRR@5 / hit@10 through rag.retrieval.fused_passages, per set, on the questions in `ids`."""
     chosen = {name: [r for r in data["questions"] if ids is None or r["id"] in ids] for name, data in sets.items()}
     return {name: scores(chosen[name], chunks_of(data["chunks"]), fusion_of(point))
             for name, data in sets.items() if chosen[name]}

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rag.errors import RagError
+from rag.settings import Settings
 
 if TYPE_CHECKING:  # the settings module loads pydantic: a command imports it when it needs it
     from rag.settings import Settings
@@ -141,6 +142,7 @@ def cmd_eval(args, settings: Settings) -> int:
     import datetime as dt
 
     from rag import evaluation
+    from rag.eval_run import run_eval
     from rag.report import write_reports
 
     if args.suite:
@@ -152,13 +154,13 @@ def cmd_eval(args, settings: Settings) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=errors, transient=True) as bar:
         task = bar.add_task("ingesting corpus", total=None)
-        run = evaluation.run_eval(
+        run = run_eval(
             args.golden, args.corpus, settings, k=args.k, answerer=args.answerer, peers=args.peers,
             on_ingest=lambda report: bar.update(task, description="asking"),
             progress=lambda done, total: bar.update(task, completed=done, total=total))
     folder = args.report_dir or Path("eval/reports") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     paths = write_reports(run, folder)
-    table = Table(title=f"{run.summary['questions']} questions, k = {args.k}")
+    table = Table(title=f"{run.summary['questions']} questions, k = {run.summary['k']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if old:
@@ -339,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corpus", type=Path, default=Path("corpus"))
     evaluate.add_argument("--store", type=Path, help="data dir of a separate store for this corpus (with --suite: "
                           "the folder holding a store per corpus)")
-    evaluate.add_argument("--k", type=int, default=5)
+    evaluate.add_argument("--k", type=int, help="passages per question (default RAG_K)")
     evaluate.add_argument("--answerer", choices=["extractive", "llm"])
     evaluate.add_argument("--report-dir", type=Path)
     evaluate.add_argument("--compare", type=Path, metavar="OLD_REPORT.json")

@@ -1,4 +1,4 @@
-"""Score retrieval, answers, citations, abstention and latency against a golden Q&A set.
+"""Score retrieval, answers, citations, abstention and latency against a golden Q&A set (rag.eval_run runs one).
 
 Normalisation (everywhere): Unicode NFKC, dashes and quotes folded, whitespace collapsed, lower case.
 A retrieved chunk *covers* an evidence quote when the normalised quote is a substring of the normalised chunk,
@@ -25,17 +25,18 @@ import json
 import math
 import re
 import statistics
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rag.errors import RagError
 from rag.grounding import fold
 
 METRICS = ("retrieval_hit_rate", "retrieval_mrr", "context_recall", "answer_fact_recall", "answer_token_f1",
            "citation_precision", "abstention_recall", "false_abstention_rate", "latency_p50_ms", "latency_p95_ms")
+# A system that only retrieves (a peer) has the first group and none of the second.
+RETRIEVAL_METRICS = METRICS[:3]
+ANSWER_METRICS = METRICS[3:]
 LOWER_IS_BETTER = {"false_abstention_rate", "latency_p50_ms", "latency_p95_ms"}
 TAGS = ("numeric", "list", "paraphrase", "cross-doc", "unanswerable", "chinese", "date", "who")
 FIELDS = {"id": str, "question": str, "reference_answer": str, "evidence": list, "answerable": bool,
@@ -220,20 +221,6 @@ class EvalRun:
                 "questions": self.rows}
 
 
-def evaluate(questions: list[GoldenQuestion], ask: Callable[[str], dict], *, k: int, settings: dict,
-             progress: Callable[[int, int], None] | None = None) -> EvalRun:
-    """Ask every question through `ask` (question -> Answer.to_dict()) and score the answers."""
-    rows = []
-    for number, question in enumerate(questions, start=1):
-        started = time.perf_counter()
-        answer = ask(question.question)
-        rows.append(score_question(question, answer, (time.perf_counter() - started) * 1000))
-        if progress:
-            progress(number, len(questions))
-    summary = {"k": k, **summarise(rows)}
-    return EvalRun(summary, by_tag(rows), rows, settings)
-
-
 def missed_thresholds(summary: dict, thresholds: dict[str, float]) -> list[str]:
     """Messages for each threshold missed; lower-is-better metrics must not exceed theirs."""
     missed = []
@@ -283,47 +270,6 @@ def compare(summary: dict, old: dict) -> list[tuple[str, float | None, float | N
         better = None if delta == 0 else (delta < 0) == (metric in LOWER_IS_BETTER)
         changes.append((metric, new, before, delta, better))
     return changes
-
-
-def corpus_texts(store) -> list[str]:
-    return [store.document_text(d.doc_id) or "" for d in store.documents()]
-
-
-def run_eval(golden: Path, corpus: Path, settings, *, k: int, answerer: str | None = None, peers: bool = False,
-             progress: Callable[[int, int], None] | None = None, on_ingest: Callable | None = None) -> EvalRun:
-    """Bring the store up to date with `corpus` (idempotent), check the golden file, answer and score everything."""
-    from rag.answer import answer
-    from rag.embedding import embedders
-    from rag.ingest import ingest
-    from rag.store import Store
-
-    store = Store.open(settings, embedders(settings))
-    try:
-        report = ingest([corpus], settings, store)
-        if on_ingest:
-            on_ingest(report)
-        questions, problems = load_golden(golden, corpus_texts(store))
-        if problems:
-            raise RagError(f"{golden} has {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
-        if not questions:
-            raise RagError(f"{golden} holds no questions")
-        run = evaluate(questions, lambda q: answer(q, settings, store=store, k=k, answerer=answerer).to_dict(),
-                       k=k, settings=settings_record(settings, k, answerer), progress=progress)
-        if peers:
-            from rag.peers import score_peers
-
-            run.peers = {"project (hybrid)": {m: run.summary[m] for m in ("retrieval_hit_rate", "retrieval_mrr",
-                                                                           "context_recall")},
-                         **score_peers(corpus, questions, k, settings)}
-        return run
-    finally:
-        store.close()
-
-
-def settings_record(settings, k: int, answerer: str | None) -> dict:
-    record = json.loads(settings.model_dump_json())
-    record.update(k=k, answerer=answerer or settings.answerer)
-    return record
 
 
 def read_report(path: Path) -> dict:

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from rag.chunking import sentence_spans
+from rag.evaluation import ANSWER_METRICS, GoldenQuestion, score_question, summarise
 from rag.loaders import SUPPORTED_SUFFIXES, load_document
+from rag.settings import BUNDLED_MODEL, Settings
 
 TUTORIAL = "LangChain tutorial (1000/200, MiniLM, Chroma)"
 BM25 = "plain BM25 (bm25s, 1000/200)"
@@ -100,24 +102,29 @@ class Peers:
         return [sentences[i] for i in np.argsort(scores)[::-1]]
 
 
-def model_path(settings) -> str:
+def model_path(settings: Settings) -> str:
     from rag.encoders import bundled_model_path
-    from rag.settings import BUNDLED_MODEL
 
     return str(bundled_model_path()) if settings.embed_model == BUNDLED_MODEL else settings.embed_model
 
 
-def score_peers(corpus: Path, questions, k: int, settings) -> dict[str, dict]:
-    """Retrieval metrics of the tutorial and BM25 on `questions` (what `rag eval --peers` shows)."""
-    from rag.evaluation import score_question, summarise
-
+def peer_rows(corpus: Path | list[Path], questions: list[GoldenQuestion], k: int, settings: Settings, *,
+              with_reader: bool) -> dict[str, list[dict]]:
+    """Every peer's per-question records (`score_question`'s rows, latency 0), by peer name."""
     peers = Peers(corpus, k, model_path(settings))
+    rows: dict[str, list[dict]] = {}
     try:
-        rows: dict[str, list[dict]] = {name: [] for name in RETRIEVAL_ONLY}
         for question in questions:
-            for name, answer in peers.answers(question.question, with_reader=False).items():
-                rows[name].append(score_question(question, answer, 0.0))
+            for name, answer in peers.answers(question.question, with_reader).items():
+                rows.setdefault(name, []).append(score_question(question, answer, 0.0))
     finally:
         peers.close()
-    return {name: {m: summarise(found)[m] for m in ("retrieval_hit_rate", "retrieval_mrr", "context_recall")}
-            for name, found in rows.items()}
+    return rows
+
+
+def summarise_system(name: str, rows: list[dict]) -> dict:
+    """`summarise(rows)`, the answer metrics None for a peer that only retrieves (it answers nothing to score)."""
+    summary = summarise(rows)
+    if name in RETRIEVAL_ONLY:
+        summary.update(dict.fromkeys(ANSWER_METRICS))
+    return summary

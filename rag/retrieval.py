@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from rag.documents import Chunk, Filters, SentenceUnit
+from rag.fusion import fuse
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import has_cjk, tokenize
 from rag.settings import Settings
@@ -61,7 +62,7 @@ def search(store: Store, settings: Settings, question: str, *, k: int | None = N
                                    {name for name in RETRIEVERS if fusion.uses(name)})
     started = time.perf_counter()
     chunks = store.chunks(cid for run in runs.values() for cid, _ in run)
-    passages = fuse(runs, chunks, fusion.weight, fusion.rrf_k, k)
+    passages = fused_passages(runs, chunks, fusion.weight, fusion.rrf_k, k)
     timings["fusion_ms"] = _ms(started)
     return RetrievalResult(passages, timings)
 
@@ -77,7 +78,8 @@ class Fusion:
     cjk_question: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings, cjk_question: bool, overrides: dict[str, float | None] | None = None) -> "Fusion":
+    def from_settings(cls, settings: Settings, cjk_question: bool,
+                      overrides: dict[str, float | None] | None = None) -> "Fusion":
         """The settings' fusion; an override replaces a retriever's weight in the question's language, and an
         override of 0 turns that retriever off altogether (for a Chinese question, its translated twin too)."""
         overrides = {name: weight for name, weight in (overrides or {}).items() if weight is not None}
@@ -149,28 +151,22 @@ def translated_runs(store: Store, english: str, n: int, filters: Filters | None,
     return runs
 
 
-def fuse(runs: dict[str, list[tuple[str, float]]], chunks: dict[str, Chunk],
-         weight: Callable[[str, Chunk], float], rrf_k: int, k: int) -> list[Retrieved]:
-    """The `k` best chunks by weighted reciprocal rank over `runs`, one copy of each passage text."""
-    fused: dict[str, float] = {}
-    ranks: dict[str, dict[str, int]] = {}
-    for name, run in runs.items():
-        for rank, (chunk_id, _) in enumerate(run, start=1):
-            chunk = chunks.get(chunk_id)
-            if chunk is None:
-                continue
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight(name, chunk) / (rrf_k + rank)
-            ranks.setdefault(chunk_id, {})[name] = rank
+def fused_passages(runs: dict[str, list[tuple[str, float]]], chunks: dict[str, Chunk],
+                   weight: Callable[[str, Chunk], float], rrf_k: int, k: int) -> list[Retrieved]:
+    """The `k` best chunks by weighted reciprocal rank over `runs` (rag.fusion), one copy of each passage text.
+    A chunk missing from `chunks` (deleted since its list was made) is left out, its rank still taken."""
+    ranked = fuse({name: [chunk_id for chunk_id, _ in run] for name, run in runs.items()},
+                  lambda name, chunk_id: weight(name, chunks[chunk_id]) if chunk_id in chunks else 0.0, rrf_k)
     dense_scores = dict(runs.get("dense", []))
     passages: list[Retrieved] = []
     seen_texts: set[str] = set()
-    for chunk_id in sorted(fused, key=lambda cid: (-fused[cid], cid)):
-        fingerprint = _fingerprint(chunks[chunk_id].text)
+    for fused in (item for item in ranked if item.id in chunks):
+        chunk = chunks[fused.id]
+        fingerprint = _fingerprint(chunk.text)
         if fingerprint in seen_texts:  # the same passage from a second copy of a document
             continue
         seen_texts.add(fingerprint)
-        passages.append(Retrieved(chunks[chunk_id], fused[chunk_id], len(passages) + 1,
-                                  dense_scores.get(chunk_id, 0.0), ranks[chunk_id]))
+        passages.append(Retrieved(chunk, fused.score, len(passages) + 1, dense_scores.get(fused.id, 0.0), fused.ranks))
         if len(passages) == k:
             break
     return passages

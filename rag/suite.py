@@ -22,11 +22,11 @@ from rag.errors import RagError
 from rag.evaluation import GoldenQuestion, load_golden, score_question, summarise
 from rag.grounding import fold
 from rag.loaders import SUPPORTED_SUFFIXES
+from rag.peers import RETRIEVAL_ONLY, model_path, peer_rows, summarise_system
+from rag.settings import Settings
 
 INTERVAL_METRICS = ("retrieval_hit_rate", "retrieval_mrr", "context_recall", "answer_fact_recall", "answer_token_f1",
                     "citation_precision", "abstention_recall", "false_abstention_rate")
-ANSWER_METRICS = ("answer_fact_recall", "answer_token_f1", "citation_precision", "abstention_recall",
-                  "false_abstention_rate", "latency_p50_ms", "latency_p95_ms")
 BOOTSTRAP_SAMPLES = 1000
 _WORD = re.compile(r"\w+")
 _MARKER = re.compile(r"\s*\[\d+\]")
@@ -112,12 +112,12 @@ def store_dir(store_root: Path, corpus: Path) -> Path:
     return store_root / hashlib.sha1(str(corpus.resolve()).encode()).hexdigest()[:12]
 
 
-def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progress: Callable[[str], None]) -> dict:
+def run_set(chosen: SuiteSet, settings: Settings, store_root: Path, *, peers: bool,
+            progress: Callable[[str], None]) -> dict:
     """Ingest the set's corpus (idempotent), answer every question, score it and its peers."""
     from rag.answer import answer
     from rag.embedding import embedders
     from rag.ingest import ingest
-    from rag.peers import RETRIEVAL_ONLY
     from rag.store import Store
 
     corpus = chosen.corpus
@@ -150,10 +150,7 @@ def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progre
     systems = {"this project": rows}
     if peers:
         systems.update(_peer_rows(chosen, corpus, questions, settings, store_root, progress))
-    summaries = {name: summarise(found) for name, found in systems.items()}
-    for name in RETRIEVAL_ONLY:  # they retrieve, they do not answer
-        if name in summaries:
-            summaries[name].update({m: None for m in ANSWER_METRICS})
+    summaries = {name: summarise_system(name, found) for name, found in systems.items()}
     return {"name": chosen.name, "golden": str(chosen.golden), "corpus": str(chosen.corpus), "k": chosen.k,
             "half": chosen.half, "questions": len(questions),
             "systems": {name: {"summary": summaries[name],
@@ -163,12 +160,11 @@ def run_set(chosen: SuiteSet, settings, store_root: Path, *, peers: bool, progre
             "rows": rows}
 
 
-def _peer_rows(chosen: SuiteSet, corpus: Path, questions: list[GoldenQuestion], settings, store_root: Path,
-               progress: Callable[[str], None]) -> dict[str, list[dict]]:
+def _peer_rows(chosen: SuiteSet, corpus: Path, questions: list[GoldenQuestion], settings: Settings,
+               store_root: Path, progress: Callable[[str], None]) -> dict[str, list[dict]]:
     """The peers' scored rows, cached under the store root: they depend only on the questions, the corpus, k and
     the peers' own code, none of which a change to this project touches."""
     from rag import peers
-    from rag.peers import Peers, model_path
 
     digest = hashlib.sha256()
     for part in [Path(peers.__file__), *_files(corpus)]:
@@ -179,19 +175,11 @@ def _peer_rows(chosen: SuiteSet, corpus: Path, questions: list[GoldenQuestion], 
     if cache.exists():
         return json.loads(cache.read_text(encoding="utf-8"))
     progress(f"{chosen.name}: peers")
-    built = Peers(corpus, chosen.k, model_path(settings))
-    with_reader = any(q.key_facts for q in questions)
-    systems: dict[str, list[dict]] = {}
-    try:
-        for question in questions:
-            for name, result in built.answers(question.question, with_reader).items():
-                systems.setdefault(name, []).append(score_question(question, result, 0.0))
-    finally:
-        built.close()
+    systems = peer_rows(corpus, questions, chosen.k, settings, with_reader=any(q.key_facts for q in questions))
     cache.write_text(json.dumps(systems, ensure_ascii=False), encoding="utf-8")
     return systems
 
 
-def run_suite(sets: list[SuiteSet], settings, store_root: Path, *, peers: bool = True,
+def run_suite(sets: list[SuiteSet], settings: Settings, store_root: Path, *, peers: bool = True,
               progress: Callable[[str], None] = lambda message: None) -> dict:
     return {"sets": [run_set(chosen, settings, store_root, peers=peers, progress=progress) for chosen in sets]}

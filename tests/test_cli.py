@@ -57,9 +57,15 @@ def test_ingest_failure_sets_the_exit_code_and_names_the_file(env, tmp_path):
     assert done.returncode == 1 and f"{bad}: is empty" in done.stderr
 
 
-def test_remove_unknown_document(env):
-    done = rag(env, "remove", "no-such-document")
-    assert done.returncode == 1 and "not found: no-such-document" in done.stderr
+@pytest.mark.parametrize("name", ["no-such-document", "../../etc/passwd", "/etc/passwd"])
+def test_remove_of_an_unknown_name_removes_nothing_and_says_what_to_do(env, name):
+    before = rag(env, "docs").stdout
+    done = rag(env, "remove", name)
+    assert done.returncode == 1 and "removed" not in done.stdout
+    assert (f"not found: {name} is neither a stored doc_id nor the path of a stored document; see `rag docs`"
+            in done.stderr)
+    assert "Traceback" not in done.stderr
+    assert rag(env, "docs").stdout == before and "2 documents" in before
 
 
 def modules_loaded_by(env: dict, *args: str) -> list[str]:

@@ -180,3 +180,20 @@ def test_percentile_is_the_nearest_rank():
     assert percentile(values, 95) == 19.0
     assert percentile(values, 50) == 10.0
     assert percentile([3.0], 95) == 3.0
+
+
+def test_eval_takes_k_from_the_settings_unless_given(tmp_path):
+    first = GOLDEN.read_text(encoding="utf-8").splitlines()[0]
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(first, encoding="utf-8")
+    env = {**os.environ, "RAG_MULTILINGUAL_MODEL": "none", "RAG_K": "3"}
+    command = [sys.executable, "-m", "rag", "eval", "--golden", str(golden), "--store", str(tmp_path / "store")]
+    for extra, k in (([], 3), (["--k", "7"], 7)):
+        folder = tmp_path / f"report-{k}"
+        done = subprocess.run(command + ["--report-dir", str(folder), *extra], cwd=ROOT, env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"1 questions, k = {k}" in done.stdout
+        report = json.loads((folder / "report.json").read_text())
+        assert report["summary"]["k"] == report["settings"]["k"] == k
+        assert len(report["questions"][0]["retrieved"]) == k

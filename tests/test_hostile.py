@@ -127,6 +127,25 @@ def one_giant_line(settings, tmp):
     return f"{len(chunks):,} chunks"
 
 
+def remove_unknown(name: str):
+    """Removing by a name no document has: nothing removed, the name reported back as it was given."""
+    def run(settings, store, tmp):
+        removed, unknown = remove_documents([name], store)
+        assert (removed, unknown) == ([], [name])
+        return f"unknown: {unknown[0]}"
+    return run
+
+
+def upload_name(given: str):
+    """The name an upload is saved under: a bare file name, which stays inside the folder it is saved in."""
+    def run(settings, store, tmp):
+        name = safe_name(given)
+        assert not {"/", "\\", "\x00"} & set(name) and ".." not in name, name
+        assert (tmp / name).resolve().parent == tmp.resolve(), name
+        return f"saved as {name!r}"
+    return run
+
+
 def golden_problems(lines):
     def run(settings, store, tmp):
         path = tmp / "golden.jsonl"
@@ -158,12 +177,13 @@ CASES = [
          None, "nothing relevant is stored"),
     Case("filter operator as a document id", ask("How many datasets?", filters=Filters(doc_ids=('{"$ne": null}',))),
          None, "nothing relevant is stored"),
-    Case("remove by traversal id", lambda s, st, t: remove_documents(["../../etc/passwd"], st), None,
-         "'../../etc/passwd'"),
-    Case("remove by absolute path", lambda s, st, t: remove_documents(["/etc/passwd"], st), None, "'/etc/passwd'"),
-    Case("upload name with traversal", lambda s, st, t: safe_name("../../etc/passwd.md"), None, "passwd.md"),
-    Case("upload name absolute", lambda s, st, t: safe_name("/etc/cron.d/job.txt"), None, "job.txt"),
-    Case("upload name with NUL", lambda s, st, t: safe_name("evil\x00.md"), None, "evil.md"),
+    Case("remove by traversal id", remove_unknown("../../etc/passwd"), None, "unknown: ../../etc/passwd"),
+    Case("remove by absolute path", remove_unknown("/etc/passwd"), None, "unknown: /etc/passwd"),
+    Case("upload name with traversal", upload_name("../../etc/passwd.md"), None, "saved as 'passwd.md'"),
+    Case("upload name with Windows traversal", upload_name("..\\..\\windows\\win.ini.txt"), None,
+         "saved as 'win.ini.txt'"),
+    Case("upload name absolute", upload_name("/etc/cron.d/job.txt"), None, "saved as 'job.txt'"),
+    Case("upload name with NUL", upload_name("evil\x00.md"), None, "saved as 'evil.md'"),
     Case("doc_id traversal in front matter", ingest_file("id.md", b"---\ndoc_id: ../../etc/passwd\n---\nText here."),
          None, "is not allowed"),
     Case("zip bomb renamed .docx", ingest_file("bomb.docx", zip_bomb), None, "zip bomb"),

@@ -84,7 +84,7 @@ def test_a_chinese_questions_multilingual_run_is_ordered_by_each_chunks_best_sen
 
 def test_fusion_weighs_each_list_by_the_passages_language_and_drops_copies():
     from rag.documents import Chunk
-    from rag.retrieval import Fusion, fuse
+    from rag.retrieval import Fusion, fused_passages
 
     settings = make_settings("unused")
     english = Fusion.from_settings(settings, cjk_question=False)
@@ -97,7 +97,7 @@ def test_fusion_weighs_each_list_by_the_passages_language_and_drops_copies():
     assert chinese.weight("lexical", en_chunk) == 0.3 and chinese.weight("lexical", zh_chunk) == 1.0
     chunks = {c.chunk_id: c for c in (en_chunk, zh_chunk, copy)}
     runs = {"lexical": [("a#1", 0.0), ("b#1", 0.0), ("c#1", 0.0)], "dense": [("b#1", 0.0)]}
-    passages = fuse(runs, chunks, chinese.weight, chinese.rrf_k, 5)
+    passages = fused_passages(runs, chunks, chinese.weight, chinese.rrf_k, 5)
     assert [p.chunk.chunk_id for p in passages] == ["b#1", "a#1"]  # the copy of a#1 appears once
     assert passages[0].ranks == {"lexical": 2, "dense": 1}
 
