@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusion_fitting import chunks_of, hit_and_mrr  # noqa: E402
+from fusion_fitting import chunks_of, first_covering_rank, hit_and_mrr  # noqa: E402
 
 from rag.documents import Chunk  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
@@ -119,8 +119,7 @@ def ranked(record: dict, chunks: dict[str, Chunk], fusion: "Fusion") -> list[str
 
 def scores(records: list[dict], chunks: dict[str, Chunk], fusion: "Fusion") -> dict:
     """hit@5, MRR@5 and hit@10 of `fusion` over `records`."""
-    ranks = [next((n for n, cid in enumerate(ranked(record, chunks, fusion), start=1) if cid in record["covering"]), None)
-             for record in records]
+    ranks = [first_covering_rank(ranked(record, chunks, fusion), record["covering"]) for record in records]
     hit5, mrr5 = hit_and_mrr(ranks, 5)
     return {"hit@5": round(hit5, 3), "mrr@5": round(mrr5, 3), "hit@10": round(hit_and_mrr(ranks, DEPTH)[0], 3),
             "questions": len(records)}

@@ -3,7 +3,7 @@ cache, folds held out by document, the choice among tied grid points, hit@k and 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -33,6 +33,12 @@ def best_index(values: np.ndarray, tie_key: Callable[[int], tuple]) -> int:
     """The index of the largest value; among ties (1e-9), the one with the smallest `tie_key`."""
     top = np.flatnonzero(values >= values.max() - 1e-9)
     return int(min(top, key=tie_key))
+
+
+def first_covering_rank(ids: Iterable[str], covering: Iterable[str]) -> int:
+    """1-based rank of the first id in `covering`, 0 when none is."""
+    covering = set(covering)
+    return next((rank for rank, cid in enumerate(ids, start=1) if cid in covering), 0)
 
 
 def hit_and_mrr(ranks: Iterable[int | None], k: int) -> tuple[float, float]:
