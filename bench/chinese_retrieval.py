@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.documents import Chunk, SentenceUnit  # noqa: E402
+from fusion_fitting import chunks_of, first_covering_rank, hit_and_mrr  # noqa: E402
+
+from rag.documents import Chunk  # noqa: E402
 from rag.embedding import embedders  # noqa: E402
 from rag.evaluation import covers, load_golden  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
@@ -111,11 +113,6 @@ def check_cache_reproduces_search(store: Store, settings: Settings, records: lis
             raise SystemExit(f"the cached lists do not reproduce search() for {record['id']}: {got} != {expected}")
 
 
-def chunks_of(records: dict) -> dict[str, Chunk]:
-    return {cid: Chunk(**{**fields, "units": tuple(SentenceUnit(**u) for u in fields.get("units", ()))})
-            for cid, fields in records.items()}
-
-
 def ranked(record: dict, chunks: dict[str, Chunk], fusion: "Fusion") -> list[str]:
     runs = {name: [(cid, 0.0) for cid in run] for name, run in record["runs"].items() if fusion.uses(name)}
     return [p.chunk.chunk_id for p in fused_passages(runs, chunks, fusion.weight, fusion.rrf_k, DEPTH)]
@@ -123,16 +120,9 @@ def ranked(record: dict, chunks: dict[str, Chunk], fusion: "Fusion") -> list[str
 
 def scores(records: list[dict], chunks: dict[str, Chunk], fusion: "Fusion") -> dict:
     """hit@5, MRR@5 and hit@10 of `fusion` over `records`."""
-    hit5 = mrr5 = hit10 = 0.0
-    for record in records:
-        covering = set(record["covering"])
-        rank = next((n for n, cid in enumerate(ranked(record, chunks, fusion), start=1) if cid in covering), None)
-        hit10 += rank is not None
-        if rank is not None and rank <= 5:
-            hit5 += 1
-            mrr5 += 1 / rank
-    n = len(records) or 1
-    return {"hit@5": round(hit5 / n, 3), "mrr@5": round(mrr5 / n, 3), "hit@10": round(hit10 / n, 3),
+    ranks = [first_covering_rank(ranked(record, chunks, fusion), record["covering"]) for record in records]
+    hit5, mrr5 = hit_and_mrr(ranks, 5)
+    return {"hit@5": round(hit5, 3), "mrr@5": round(mrr5, 3), "hit@10": round(hit_and_mrr(ranks, DEPTH)[0], 3),
             "questions": len(records)}
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chinese_retrieval import ROOT, chinese, chunks_of, load_cache, scores  # noqa: E402
+from chinese_retrieval import ROOT, chinese, load_cache, scores  # noqa: E402
+from fusion_fitting import best_index, chunks_of, folds_by_document  # noqa: E402
 
 from rag.translation import GLOSSES_PER_WORD  # noqa: E402
 
@@ -94,25 +95,10 @@ def grid_ranks(records: list[dict]) -> tuple[list[tuple[dict, int, int]], np.nda
     return points, np.concatenate(blocks)
 
 
-def folds_by_document(records: list[dict]) -> list[set[str]]:
-    sizes: dict[str, int] = {}
-    for record in records:
-        sizes[record["group"]] = sizes.get(record["group"], 0) + 1
-    folds: list[set[str]] = [set() for _ in range(FOLDS)]
-    load = [0] * FOLDS
-    for group in sorted(sizes, key=lambda g: (-sizes[g], g)):
-        smallest = load.index(min(load))
-        folds[smallest].add(group)
-        load[smallest] += sizes[group]
-    return folds
-
-
 def best_point(points, ranks: np.ndarray, selected: np.ndarray) -> int:
     """The best grid point on the selected questions; ties go to the fewest retrievers, then the smallest weights."""
-    value = objective(ranks[:, selected])
-    top = np.flatnonzero(value >= value.max() - 1e-9)
-    return min(top, key=lambda i: (sum(w > 0 for w in points[i][0].values()), sum(points[i][0].values()),
-                                   points[i][1], points[i][2]))
+    return best_index(objective(ranks[:, selected]), lambda i: (sum(w > 0 for w in points[i][0].values()),
+                                                                sum(points[i][0].values()), points[i][1], points[i][2]))
 
 
 def fusion_of(point):
@@ -138,7 +124,7 @@ def cross_validate(sets: dict, records: list[dict], points, ranks: np.ndarray, a
     candidates = np.flatnonzero(allowed)
     folds = []
     held_out_ranks = np.zeros(len(records))
-    for number, held_out in enumerate(folds_by_document(records), start=1):
+    for number, held_out in enumerate(folds_by_document(groups, FOLDS), start=1):
         test = np.isin(groups, list(held_out))
         chosen = candidates[best_point([points[i] for i in candidates], ranks[candidates], ~test)]
         held_out_ranks[test] = ranks[chosen, test]
