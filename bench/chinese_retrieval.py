@@ -70,7 +70,9 @@ def collect(models_dir: Path) -> dict:
                 runs, _ = retriever_runs(store, question.question, settings.candidates, None, set(RETRIEVERS))
                 for glosses in OTHER_GLOSS_COUNTS:
                     english = translate(question.question, glosses)
-                    for retriever, run in translated_runs(store, english, settings.candidates, None, set(RETRIEVERS)).items():
+                    for retriever, run in translated_runs(
+                        store, english, settings.candidates, None, set(RETRIEVERS)
+                    ).items():
                         runs[f"{retriever}@{glosses}"] = run
                 named = store.chunks(cid for run in runs.values() for cid, _ in run)
                 chunks.update({cid: asdict(chunk) for cid, chunk in named.items()})
@@ -113,12 +115,12 @@ def check_cache_reproduces_search(store: Store, settings: Settings, records: lis
             raise SystemExit(f"the cached lists do not reproduce search() for {record['id']}: {got} != {expected}")
 
 
-def ranked(record: dict, chunks: dict[str, Chunk], fusion: "Fusion") -> list[str]:
+def ranked(record: dict, chunks: dict[str, Chunk], fusion: Fusion) -> list[str]:
     runs = {name: [(cid, 0.0) for cid in run] for name, run in record["runs"].items() if fusion.uses(name)}
     return [p.chunk.chunk_id for p in fused_passages(runs, chunks, fusion.weight, fusion.rrf_k, DEPTH)]
 
 
-def scores(records: list[dict], chunks: dict[str, Chunk], fusion: "Fusion") -> dict:
+def scores(records: list[dict], chunks: dict[str, Chunk], fusion: Fusion) -> dict:
     """hit@5, MRR@5 and hit@10 of `fusion` over `records`."""
     ranks = [first_covering_rank(ranked(record, chunks, fusion), record["covering"]) for record in records]
     hit5, mrr5 = hit_and_mrr(ranks, 5)
@@ -127,16 +129,17 @@ def scores(records: list[dict], chunks: dict[str, Chunk], fusion: "Fusion") -> d
 
 
 # What a Chinese question's fusion was before bench/fit_chinese_fusion.py (commit 7cbdf3b).
-HAND_SET = Fusion({"dense": 1.0, "lexical": 1.0, "multilingual": 1.0}, {"dense": 0.5, "lexical": 0.3, "multilingual": 1.0},
-                  5, True)
+HAND_SET = Fusion(
+    {"dense": 1.0, "lexical": 1.0, "multilingual": 1.0}, {"dense": 0.5, "lexical": 0.3, "multilingual": 1.0}, 5, True
+)
 
 
-def chinese(weights: dict[str, float], rrf_k: int) -> "Fusion":
+def chinese(weights: dict[str, float], rrf_k: int) -> Fusion:
     """A Chinese question's fusion with the same weights for passages in any language."""
     return Fusion(weights, weights, rrf_k, True)
 
 
-def variants(settings: Settings) -> dict[str, "Fusion"]:
+def variants(settings: Settings) -> dict[str, Fusion]:
     fitted = Fusion.from_settings(settings, cjk_question=True)
     rrf_k = fitted.rrf_k
     table = {"fusion set by hand before (dense 0.5, BM25 0.3, multilingual 1)": HAND_SET,
@@ -151,7 +154,8 @@ def variants(settings: Settings) -> dict[str, "Fusion"]:
                 table[f"multilingual + {weight} {retriever} ({glosses} glosses)"] = chinese(
                     {"multilingual": 1.0, retriever + suffix: weight}, rrf_k)
             table[f"multilingual + {weight} both translated ({glosses} glosses)"] = chinese(
-                {"multilingual": 1.0, "translated_lexical" + suffix: weight, "translated_dense" + suffix: weight}, rrf_k)
+                {"multilingual": 1.0, "translated_lexical" + suffix: weight, "translated_dense" + suffix: weight}, rrf_k
+            )
     return table
 
 

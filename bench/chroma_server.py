@@ -22,7 +22,7 @@ class ChromaServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ChromaServer":
+    def start(self) -> ChromaServer:
         self.process = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path", str(self.path),
                                          "--host", "127.0.0.1", "--port", str(self.port)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -91,7 +91,9 @@ def grid_ranks(records: list[dict]) -> tuple[list[tuple[dict, int, int]], np.nda
             contributions = np.ascontiguousarray(contributions)
             for start in range(0, len(weight_rows), 256):
                 blocks.append(first_covering_ranks(contributions, covering, weight_rows[start:start + 256]))
-            points += [({r: round(float(w), 3) for r, w in zip(RETRIEVERS, row)}, rrf_k, glosses) for row in weight_rows]
+            points += [
+                ({r: round(float(w), 3) for r, w in zip(RETRIEVERS, row)}, rrf_k, glosses) for row in weight_rows
+            ]
     return points, np.concatenate(blocks)
 
 
@@ -149,7 +151,9 @@ def main() -> None:
     records = [record for data in sets.values() for record in data["questions"]]
     started = time.perf_counter()
     points, ranks = grid_ranks(records)
-    print(f"{len(points)} grid points over {len(records)} questions in {time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"{len(points)} grid points over {len(records)} questions in {time.perf_counter() - started:.0f} s", flush=True
+    )
     every = np.ones(len(points), dtype=bool)
     result = {"date": time.strftime("%Y-%m-%d"), "objective": "hit@5 + MRR@5", "grid": GRID, "rrf_ks": RRF_KS,
               "glosses": GLOSSES, **cross_validate(sets, records, points, ranks, every)}

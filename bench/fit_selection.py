@@ -196,7 +196,9 @@ def main() -> None:
         if feature not in FEATURES_TO_ABLATE:
             continue
         dropped = held_out(asked, drop=(n,))
-        results["ablation"][feature] = {name: round(top1(asked, dropped, name) - results["top1"][name], 4) for name in sets}
+        results["ablation"][feature] = {
+            name: round(top1(asked, dropped, name) - results["top1"][name], 4) for name in sets
+        }
         print(f"without {feature}: {results['ablation'][feature]}", flush=True)
 
     # Abstention: the answerable model's held-out probability, answerable against unanswerable questions.

@@ -57,11 +57,18 @@ def run_ours(corpus: Path, data_dir: Path, multilingual: str | None = None) -> d
     reingest_s = time.perf_counter() - started
     assert again.count("unchanged") == len(again.outcomes), "the second ingest should find nothing changed"
     return {
-        "documents": report.count("added"), "chunks": report.chunks_written, "vectors": vector_counts(store, chunk_groups), "chars": chars,
-        "ingest_s": ingest_s, "bare_encode_s": bare_encode_s, "encode_alone_by_model_s": encode_s,
-        "reingest_s": reingest_s, "peak_rss_mb": peak_rss_mb(),
+        "documents": report.count("added"),
+        "chunks": report.chunks_written,
+        "vectors": vector_counts(store, chunk_groups),
+        "chars": chars,
+        "ingest_s": ingest_s,
+        "bare_encode_s": bare_encode_s,
+        "encode_alone_by_model_s": encode_s,
+        "reingest_s": reingest_s,
+        "peak_rss_mb": peak_rss_mb(),
         "models": {key: model.name for key, model in models.items()},
-        "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
     }
 
 
@@ -110,7 +117,11 @@ def main() -> None:
             result = run_ours(args.corpus, args.data, "none" if args.part == "ours-main-only" else None)
         print(json.dumps(result))
         return
-    ours, main_only, tutorial = part("ours", args.corpus), part("ours-main-only", args.corpus), part("tutorial", args.corpus)
+    ours, main_only, tutorial = (
+        part("ours", args.corpus),
+        part("ours-main-only", args.corpus),
+        part("tutorial", args.corpus),
+    )
     results = {
         "corpus": str(args.corpus), "machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
         "ours": ours, "ours_main_model_only": main_only, "tutorial": tutorial,

@@ -95,11 +95,18 @@ def grow(corpus: Path, settings, store, copies: int) -> dict:
     bare = timed_encode(store, sample, pooled=pooled) * sum(map(len, added_groups)) / sum(map(len, sample))
     vectors = vector_counts(store, added_groups)
     chars = sum(d.chars for d in added)
-    step = {"chunks_added": report.chunks_written, "vectors_added": vectors, "chars_added": chars,
-            "ingest_s": round(seconds, 1), "chunks_per_s": round(report.chunks_written / seconds, 1),
-            "chars_per_s": round(chars / seconds), "bare_encode_s_estimated": round(bare, 1),
-            "bare_encoded_groups": f"{len(sample)} of {len(added_groups)}",
-            "ratio_to_bare_encode": round(seconds / bare, 3), "models": [i.embedder.name for i in store.indexes.values()]}
+    step = {
+        "chunks_added": report.chunks_written,
+        "vectors_added": vectors,
+        "chars_added": chars,
+        "ingest_s": round(seconds, 1),
+        "chunks_per_s": round(report.chunks_written / seconds, 1),
+        "chars_per_s": round(chars / seconds),
+        "bare_encode_s_estimated": round(bare, 1),
+        "bare_encoded_groups": f"{len(sample)} of {len(added_groups)}",
+        "ratio_to_bare_encode": round(seconds / bare, 3),
+        "models": [i.embedder.name for i in store.indexes.values()],
+    }
     return step
 
 
@@ -163,7 +170,12 @@ def dense_recall(settings, store) -> dict:
     found = index.collection.query(query_embeddings=questions, n_results=k, include=["distances"])["distances"]
     # By score, not by id: the corpus repeats sentences, and of equal vectors either one is a right answer.
     recall = [float(np.mean(1.0 - np.asarray(distances) >= kth - 1e-5)) for distances, kth in zip(found, kth_best)]
-    return {"k": k, "vectors": index.count(), "mean": round(float(np.mean(recall)), 4), "min": round(float(np.min(recall)), 4)}
+    return {
+        "k": k,
+        "vectors": index.count(),
+        "mean": round(float(np.mean(recall)), 4),
+        "min": round(float(np.min(recall)), 4),
+    }
 
 
 def run_engine(engine: str, sizes: list[int], folder: Path) -> list[dict]:

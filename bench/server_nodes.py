@@ -150,8 +150,15 @@ def main() -> None:
             rows.append(measure(engine, Path(folder) / engine, questions))
             print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "server_nodes.json").write_text(json.dumps({"command": "python bench/server_nodes.py "
-                                                           f"--questions {args.questions} --engines {args.engines}", "rows": rows}, indent=1))
+    (RESULTS / "server_nodes.json").write_text(
+        json.dumps(
+            {
+                "command": f"python bench/server_nodes.py --questions {args.questions} --engines {args.engines}",
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,10 @@ def check(settings) -> int:
         question = store.indexes[MAIN_INDEX].embedder.embed_query("customer due diligence")
         index = store.indexes[MAIN_INDEX]
         found = {unit.rsplit(":", 1)[0] for unit, _ in index.query(question, index.count(), None)}
-        assert found == catalog_ids, f"a search over every vector: missing {sorted(catalog_ids - found)[:3]}, extra {sorted(found - catalog_ids)[:3]}, {index.count()} vectors"
+        assert found == catalog_ids, (
+            f"a search over every vector: missing {sorted(catalog_ids - found)[:3]}, "
+            f"extra {sorted(found - catalog_ids)[:3]}, {index.count()} vectors"
+        )
         return len(store.documents())
     finally:
         store.close()

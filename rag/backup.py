@@ -46,7 +46,7 @@ def export_store(store: Store, path: Path) -> int:
                               for c in store.document_chunks(stored.doc_id)])
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-              "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "documents": len(documents), "chunks": sum(d.chunks for d in documents), "sha256": _checksum(lines)}
     temporary = path.with_name(path.name + ".partial")
     with open(temporary, "w", encoding="utf-8") as out:
@@ -60,7 +60,9 @@ def _checksum(lines: list[str]) -> str:
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
-def import_store(path: Path, settings: Settings, store: Store, *, replace: bool = False, merge: bool = False) -> ImportReport:
+def import_store(
+    path: Path, settings: Settings, store: Store, *, replace: bool = False, merge: bool = False
+) -> ImportReport:
     """Re-create the exported documents in `store`, re-embedding them. The whole file is checked first
     (counts, checksum, every record and doc_id), so a truncated or altered export writes nothing. A store
     that holds documents needs `replace` (the store becomes the export) or `merge` (the export's documents
@@ -87,7 +89,11 @@ def _verified(path: Path, key: str) -> list[PreparedDocument]:
         header = json.loads(lines[0]) if lines else {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RagError(f"{path} cannot be read as an export ({exc}); give a file written by `rag export`") from None
-    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT or header.get("version") not in (1, EXPORT_VERSION):
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != EXPORT_FORMAT
+        or header.get("version") not in (1, EXPORT_VERSION)
+    ):
         raise RagError(f"{path} is not a `rag export` file of version 1 or {EXPORT_VERSION} "
                        f"(header: {lines[0][:120] if lines else ''!r})")
     body = lines[1:]
@@ -118,15 +124,30 @@ def _verified(path: Path, key: str) -> list[PreparedDocument]:
 
 def _prepared(record: dict, key: str) -> PreparedDocument:
     document = Document(
-        doc_id=validate_doc_id(record["doc_id"], "doc_id"), text=record["text"], title=record["title"], path=record["path"],
-        file_sha256=record["file_sha256"], language=record["language"], publisher=record["publisher"],
-        published=record["published"], source=record["source"], flags=tuple(record["flags"]),
+        doc_id=validate_doc_id(record["doc_id"], "doc_id"),
+        text=record["text"],
+        title=record["title"],
+        path=record["path"],
+        file_sha256=record["file_sha256"],
+        language=record["language"],
+        publisher=record["publisher"],
+        published=record["published"],
+        source=record["source"],
+        flags=tuple(record["flags"]),
     )
     # An export holds no sentence units: importing is ingesting, so they are split here, once.
-    chunks = [Chunk(doc_id=document.doc_id, language=document.language, doc_sha256=document.sha256,
-                    title=document.title, published=document.published, units=tuple(sentence_units(c["text"], c["section"])),
-                    **{n: c[n] for n in _CHUNK_FIELDS})
-              for c in record["chunks"]]
+    chunks = [
+        Chunk(
+            doc_id=document.doc_id,
+            language=document.language,
+            doc_sha256=document.sha256,
+            title=document.title,
+            published=document.published,
+            units=tuple(sentence_units(c["text"], c["section"])),
+            **{n: c[n] for n in _CHUNK_FIELDS},
+        )
+        for c in record["chunks"]
+    ]
     for chunk in chunks:
         if not chunk.chunk_id.startswith(f"{document.doc_id}#"):
             raise ValueError(f"chunk {chunk.chunk_id!r} is not named after its document {document.doc_id!r}")

@@ -11,8 +11,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from rag.chunking import sentence_units
 from rag.documents import Chunk, Filters, PreparedDocument, SentenceUnit, StoredDocument
@@ -74,7 +75,7 @@ class WriterLock:
         self.timeout_s = timeout_s
         self._handle: IO[str] | None = None
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         deadline = time.monotonic() + self.timeout_s
@@ -208,7 +209,10 @@ class Catalog:
                 "SELECT doc_id, title, path, language, published, publisher, source, chunks, chars, version, "
                 "ingested_at, flags FROM documents ORDER BY doc_id"
             ).fetchall()
-        return [StoredDocument(*row[:11], flags=tuple(json.loads(row[11]))) for row in rows]
+        return [StoredDocument(doc_id, title, path, language, published, publisher, source, chunks, chars, version,
+                               ingested_at, tuple(json.loads(flags)))
+                for (doc_id, title, path, language, published, publisher, source, chunks, chars, version, ingested_at,
+                     flags) in rows]
 
     def document_count(self) -> int:
         with self.snapshot() as db:
@@ -272,7 +276,9 @@ class Catalog:
     def expected_vectors(self) -> dict[str, int]:
         """The vectors each index should hold for the committed documents (see `index_entries`)."""
         with self.snapshot() as db:
-            vectors, chunks = db.execute("SELECT COALESCE(SUM(vectors), 0), COALESCE(SUM(chunks), 0) FROM documents").fetchone()
+            vectors, chunks = db.execute(
+                "SELECT COALESCE(SUM(vectors), 0), COALESCE(SUM(chunks), 0) FROM documents"
+            ).fetchone()
         return {MAIN_INDEX: vectors, MULTILINGUAL_INDEX: chunks}
 
     def chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
@@ -283,12 +289,17 @@ class Catalog:
             for start in range(0, len(ids), IDS_PER_QUERY):
                 part = ids[start:start + IDS_PER_QUERY]
                 rows = db.execute(
-                    "SELECT c.chunk_id, c.doc_id, c.text, c.idx, c.start, c.\"end\", c.section, c.page, c.tokens, "
-                    "d.language, d.version, d.title, d.published, c.units FROM chunks c JOIN documents d USING (doc_id) "
-                    f"WHERE c.chunk_id IN ({','.join('?' * len(part))})", part
+                    'SELECT c.chunk_id, c.doc_id, c.text, c.idx, c.start, c."end", c.section, c.page, c.tokens, '
+                    "d.language, d.version, d.title, d.published, c.units "
+                    "FROM chunks c JOIN documents d USING (doc_id) "
+                    f"WHERE c.chunk_id IN ({','.join('?' * len(part))})",
+                    part,
                 ).fetchall()
                 for row in rows:
-                    found[row[0]] = Chunk(*row[:-1], units=units_from_json(row[-1]))
+                    chunk_id, doc_id, text, index, start, end, section, page, tokens, *document, units = row
+                    language, version, title, published = document
+                    found[chunk_id] = Chunk(chunk_id, doc_id, text, index, start, end, section, page, tokens, language,
+                                            version, title, published, units_from_json(units))
         return found
 
     def document_chunk_ids(self, doc_id: str) -> list[str]:

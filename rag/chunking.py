@@ -9,9 +9,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 from rag.documents import Chunk, Document, SentenceUnit
 from rag.headings import find_text_headings
@@ -234,7 +234,11 @@ def _pack(units: list[_Unit], limit: int, overlap: int, text: str = "") -> list[
     for unit in units:
         if current and total + 1 + unit.tokens > limit:
             last = current[-1]
-            if len(current) > 1 and last.tokens + 1 + unit.tokens <= limit and _heads_what_follows(text[last.start:last.end]):
+            if (
+                len(current) > 1
+                and last.tokens + 1 + unit.tokens <= limit
+                and _heads_what_follows(text[last.start : last.end])
+            ):
                 groups.append(current[:-1])
                 current, total = [last, unit], last.tokens + 1 + unit.tokens
                 continue

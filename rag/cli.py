@@ -178,7 +178,9 @@ def cmd_eval(args, settings: Settings) -> int:
         for column in ("pipeline", "hit rate", "MRR", "context recall"):
             peers.add_column(column)
         for name, values in run.peers.items():
-            peers.add_row(name, *(_show(values.get(m)) for m in ("retrieval_hit_rate", "retrieval_mrr", "context_recall")))
+            peers.add_row(
+                name, *(_show(values.get(m)) for m in ("retrieval_hit_rate", "retrieval_mrr", "context_recall"))
+            )
         console.print(peers)
     console.print(f"reports: {paths['md']}, {paths['html']}, {paths['json']}", markup=False)
     missed = evaluation.missed_thresholds(run.summary, thresholds)
@@ -207,10 +209,14 @@ def _eval_suite(args, settings: Settings) -> int:
             table.add_column(label, justify="right")
         table.add_column("words", justify="right")
         for name, system in chosen["systems"].items():
-            table.add_row(name, *(_show(system["summary"].get(m)) for m, _ in SUITE_COLUMNS), _show(system["mean_words"]))
+            table.add_row(
+                name, *(_show(system["summary"].get(m)) for m, _ in SUITE_COLUMNS), _show(system["mean_words"])
+            )
         console.print(table)
         own = chosen["systems"]["this project"]["summary"]
-        missed += [f"{chosen['name']}: {m}" for m in evaluation.missed_thresholds(own, thresholds.get(chosen["name"], {}))]
+        missed += [
+            f"{chosen['name']}: {m}" for m in evaluation.missed_thresholds(own, thresholds.get(chosen["name"], {}))
+        ]
     console.print(f"reports: {paths['md']}, {paths['html']}, {paths['json']}", markup=False)
     for message in missed:
         errors.print(f"[red]FAIL[/red] {message}", highlight=False)
@@ -346,9 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report-dir", type=Path)
     evaluate.add_argument("--compare", type=Path, metavar="OLD_REPORT.json")
     evaluate.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE")
-    evaluate.add_argument("--peers", action="store_true", help="also score the LangChain tutorial pipeline and plain BM25")
-    evaluate.add_argument("--suite", type=Path, metavar="SUITE.json",
-                          help="score every set of a suite file (eval/suite.json) with its peers; --fail-under SET:METRIC=VALUE")
+    evaluate.add_argument(
+        "--peers", action="store_true", help="also score the LangChain tutorial pipeline and plain BM25"
+    )
+    evaluate.add_argument(
+        "--suite",
+        type=Path,
+        metavar="SUITE.json",
+        help="score every set of a suite file (eval/suite.json) with its peers; --fail-under SET:METRIC=VALUE",
+    )
     evaluate.add_argument("--no-peers", action="store_true", help="with --suite: leave the peers out")
     evaluate.set_defaults(run=cmd_eval)
 
@@ -369,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default="localhost")
     serve.set_defaults(run=cmd_serve)
 
-    api = commands.add_parser("api", help="serve the OpenAI-compatible HTTP API (models loaded before the first request)")
+    api = commands.add_parser(
+        "api", help="serve the OpenAI-compatible HTTP API (models loaded before the first request)"
+    )
     api.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback, writes need RAG_API_TOKEN)")
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(run=cmd_api)

@@ -28,6 +28,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rag.errors import RagError
 from rag.grounding import fold
@@ -94,7 +95,9 @@ def load_golden(path: Path, corpus_texts: list[str] | None = None) -> tuple[list
             problems.append(GoldenProblem(number, "; ".join(wrong)))
             continue
         if record["id"] in seen:
-            problems.append(GoldenProblem(number, f"duplicate id {record['id']!r} (first on line {seen[record['id']]})"))
+            problems.append(
+                GoldenProblem(number, f"duplicate id {record['id']!r} (first on line {seen[record['id']]})")
+            )
             continue
         seen[record["id"]] = number
         if haystack is not None:
@@ -149,19 +152,33 @@ def score_question(question: GoldenQuestion, answer: dict, latency_ms: float) ->
     citations = []
     for citation in answer["citations"]:
         chunk = texts.get(citation["chunk_id"], "")
-        precise = bool(chunk) and fold(citation["quote"]) in fold(chunk) and any(covers(chunk, q) for q in question.evidence)
+        precise = (
+            bool(chunk) and fold(citation["quote"]) in fold(chunk) and any(covers(chunk, q) for q in question.evidence)
+        )
         citations.append({"marker": citation["marker"], "doc_id": citation["doc_id"], "quote": citation["quote"],
                           "precise": precise})
     return {
-        "id": question.id, "question": question.question, "tags": list(question.tags),
-        "answerable": question.answerable, "answer": answer["answer"], "abstained": answer["abstained"],
-        "reason": answer.get("reason", ""), "removed": answer.get("removed", 0),
-        "retrieved": [{"doc_id": r["doc_id"], "title": r["title"], "text": r["text"], "score": r["score"]} for r in retrieved],
-        "citations": citations, "latency_ms": round(latency_ms, 1), "hit_rank": hit_rank,
-        "evidence_covered": len(covered), "evidence_total": len(question.evidence),
-        "facts_found": facts_found, "facts_missing": [f for f in question.key_facts if f not in facts_found],
+        "id": question.id,
+        "question": question.question,
+        "tags": list(question.tags),
+        "answerable": question.answerable,
+        "answer": answer["answer"],
+        "abstained": answer["abstained"],
+        "reason": answer.get("reason", ""),
+        "removed": answer.get("removed", 0),
+        "retrieved": [
+            {"doc_id": r["doc_id"], "title": r["title"], "text": r["text"], "score": r["score"]} for r in retrieved
+        ],
+        "citations": citations,
+        "latency_ms": round(latency_ms, 1),
+        "hit_rank": hit_rank,
+        "evidence_covered": len(covered),
+        "evidence_total": len(question.evidence),
+        "facts_found": facts_found,
+        "facts_missing": [f for f in question.key_facts if f not in facts_found],
         "token_f1": round(token_f1(answer_text, question.reference_answer), 4) if question.answerable else None,
-        "reference_answer": question.reference_answer, "key_facts": list(question.key_facts),
+        "reference_answer": question.reference_answer,
+        "key_facts": list(question.key_facts),
     }
 
 
@@ -253,14 +270,16 @@ def parse_set_thresholds(items: list[str], set_names: list[str]) -> dict[str, di
     for item in items:
         name, colon, threshold = item.partition(":")
         if not colon or name not in set_names:
-            raise RagError(f"--fail-under {item!r}: with --suite, write SET:METRIC=VALUE with SET one of {', '.join(set_names)}")
+            raise RagError(
+                f"--fail-under {item!r}: with --suite, write SET:METRIC=VALUE with SET one of {', '.join(set_names)}"
+            )
         by_set.setdefault(name, []).append(threshold)
     return {name: parse_thresholds(found) for name, found in by_set.items()}
 
 
-def compare(summary: dict, old: dict) -> list[tuple[str, float | None, float | None, float | None, bool | None]]:
+def compare(summary: dict, old: dict) -> list[tuple[str, Any, Any, float | None, bool | None]]:
     """(metric, new, old, change, better?) for each metric."""
-    changes = []
+    changes: list[tuple[str, Any, Any, float | None, bool | None]] = []
     for metric in METRICS:
         new, before = summary.get(metric), old.get("summary", {}).get(metric)
         if new is None or before is None:
@@ -276,4 +295,6 @@ def read_report(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise RagError(f"--compare {path}: cannot read the old report ({exc}); give a report.json from `rag eval`") from None
+        raise RagError(
+            f"--compare {path}: cannot read the old report ({exc}); give a report.json from `rag eval`"
+        ) from None

@@ -7,8 +7,8 @@ fusion comes out the same on every run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from rag.errors import RagError
 

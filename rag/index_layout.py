@@ -39,7 +39,9 @@ def index_entries(key: str, chunk: Chunk) -> list[IndexEntry]:
     if key == MULTILINGUAL_INDEX:
         label = chunk.section.split(" > ")[-1] if chunk.section else ""
         return [IndexEntry(f"{chunk.chunk_id}:0", f"{label}: {chunk.text}" if label else chunk.text)]
-    return [IndexEntry(f"{chunk.chunk_id}:{n}", unit.text(chunk.text), unit.label) for n, unit in enumerate(chunk.units)]
+    return [
+        IndexEntry(f"{chunk.chunk_id}:{n}", unit.text(chunk.text), unit.label) for n, unit in enumerate(chunk.units)
+    ]
 
 
 def index_keys(settings: Settings) -> tuple[str, ...]:

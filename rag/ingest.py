@@ -11,10 +11,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class Progress:
     files_done: int = 0
     chunks_done: int = 0
     current: str = ""
-    on_change: Callable[["Progress"], None] | None = field(default=None, repr=False)
+    on_change: Callable[[Progress], None] | None = field(default=None, repr=False)
 
     def update(self, **changes) -> None:
         for key, value in changes.items():
@@ -149,7 +149,7 @@ def unchanged_report(paths: Iterable[Path | str], settings: Settings, *, prune: 
             if root is not None and not settings.allow_links_out and stored_path(path, root) != os.path.realpath(path):
                 return None  # a link out of its folder: the real ingest reports it
             doc_id, sha256, stored_key = stored.get(stored_path(path, root), (None, None, None))
-            if stored_key != key or doc_id in seen or file_sha256(path) != sha256:
+            if doc_id is None or stored_key != key or doc_id in seen or file_sha256(path) != sha256:
                 return None
             seen.add(doc_id)
             outcomes.append(FileOutcome(str(path), "unchanged", doc_id))
@@ -198,9 +198,9 @@ def _ingest_files(files, settings: Settings, store: Store, progress: Progress) -
                     continue
                 if item is not None:
                     group.append(item)
-                group_chunks = sum(len(g.prepared.chunks) for g in group)
+                group_chunks = sum(len(g.prepared.chunks) for g in group if g.prepared)
                 if group and (item is None or group_chunks >= GROUP_CHUNKS or parsed.empty()):
-                    written += writer.add([g.prepared for g in group])
+                    written += writer.add([g.prepared for g in group if g.prepared])
                     outcomes.extend(g.outcome for g in group)
                     progress.update(files_done=len(outcomes), chunks_done=written, current=group[-1].outcome.path)
                     group = []
@@ -236,14 +236,18 @@ def _parse(path: Path, root: Path | None, settings: Settings, store: Store, key:
         if store.unchanged(document.doc_id, document.file_sha256, key):
             store.touch_path(document.doc_id, document.path)
             return _Parsed(None, FileOutcome(where, "unchanged", document.doc_id))
-        chunks = chunk_document(document, settings.chunk_tokens, settings.chunk_overlap, store.indexes[MAIN_INDEX].embedder.fits)
+        chunks = chunk_document(
+            document, settings.chunk_tokens, settings.chunk_overlap, store.indexes[MAIN_INDEX].embedder.fits
+        )
         prepared = PreparedDocument(document, chunks, [lexical_tokens(c, document) for c in chunks], {}, key)
         status = "updated" if store.find(document.doc_id) else "added"
         return _Parsed(prepared, FileOutcome(where, status, document.doc_id, len(chunks), retired=retired))
     except RagError as exc:
         return _Parsed(None, FileOutcome(where, "failed", message=str(exc)))
     except Exception as exc:  # one bad file must never stop the batch, whatever a parser library raises
-        return _Parsed(None, FileOutcome(where, "failed", message=f"{where}: cannot be ingested ({type(exc).__name__}: {exc})"))
+        return _Parsed(
+            None, FileOutcome(where, "failed", message=f"{where}: cannot be ingested ({type(exc).__name__}: {exc})")
+        )
 
 
 def _living_owner(document, stored_paths: dict[str, str]) -> str | None:
@@ -266,7 +270,7 @@ class GroupWriter:
         self._pool: EncoderPool | None = None
         self._texts_embedded = 0
 
-    def __enter__(self) -> "GroupWriter":
+    def __enter__(self) -> GroupWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -323,7 +327,9 @@ def _prune(roots: list[Path], store: Store, seen: set[str]) -> list[FileOutcome]
     """Remove documents whose file was under one of the ingested folders and is gone."""
     gone = _gone(roots, store.stored_paths(), seen)
     removed = set(store.remove(doc_id for doc_id, _ in gone))
-    return [FileOutcome(path, "removed", doc_id, message="its file is gone") for doc_id, path in gone if doc_id in removed]
+    return [
+        FileOutcome(path, "removed", doc_id, message="its file is gone") for doc_id, path in gone if doc_id in removed
+    ]
 
 
 def _retire(outcomes: list[FileOutcome], store: Store) -> list[FileOutcome]:
@@ -346,7 +352,8 @@ def _gone(roots: list[Path], stored_paths: dict[str, str], seen: set[str]) -> li
 def remove_documents(names: Iterable[str], store: Store) -> tuple[list[str], list[str]]:
     """Remove by doc_id or file path: (removed doc_ids, names that matched nothing)."""
     with store.writer():
-        wanted, unknown = [], []
+        wanted: list[str] = []
+        unknown: list[str] = []
         for name in names:
             doc_id = store.find(name)
             (wanted if doc_id else unknown).append(doc_id or name)

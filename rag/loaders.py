@@ -124,7 +124,9 @@ def decode_bytes(raw: bytes, where: str) -> str:
 
         best = from_bytes(raw[: 4 << 20]).best()
         if best is None:
-            raise LoadError(f"{where}: looks like a binary file, not text; convert it to .txt, .md, .pdf, .html or .docx") from None
+            raise LoadError(
+                f"{where}: looks like a binary file, not text; convert it to .txt, .md, .pdf, .html or .docx"
+            ) from None
         text = raw.decode(best.encoding, errors="replace")
     if "\x00" in text[:65536] or _control_share(text[:65536]) > 0.05:
         raise LoadError(f"{where}: looks like a binary file, not text; convert it to .txt, .md, .pdf, .html or .docx")
@@ -175,10 +177,14 @@ def _read_front_matter(text: str, where: str) -> tuple[dict[str, str], str]:
         # here rather than as a bare "day is out of range for month" from YAML's own date parsing.
         data = yaml.load(match.group(1), Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as exc:
-        raise LoadError(f"{where}: the YAML front matter does not parse ({str(exc).splitlines()[0]}); fix it or remove it") from None
+        raise LoadError(
+            f"{where}: the YAML front matter does not parse ({str(exc).splitlines()[0]}); fix it or remove it"
+        ) from None
     except RecursionError:
-        raise LoadError(f"{where}: the YAML front matter is nested too deeply to read; front matter holds "
-                        f"plain fields ({', '.join(FRONT_MATTER_FIELDS)})") from None
+        raise LoadError(
+            f"{where}: the YAML front matter is nested too deeply to read; front matter holds "
+            f"plain fields ({', '.join(FRONT_MATTER_FIELDS)})"
+        ) from None
     if not isinstance(data, dict):
         raise LoadError(f"{where}: the front matter must be a mapping of fields, got {type(data).__name__}")
     fields = {}
@@ -242,16 +248,23 @@ def _load_pdf(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tup
     try:
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise LoadError(f"{where}: the PDF is encrypted; save a decrypted copy (e.g. `qpdf --decrypt in.pdf out.pdf`) and ingest that")
+            raise LoadError(
+                f"{where}: the PDF is encrypted; save a decrypted copy (e.g. `qpdf --decrypt in.pdf out.pdf`) "
+                "and ingest that"
+            )
         parts = [_Part(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, start=1)]
         title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
-        raise LoadError(f"{where}: the PDF is damaged and cannot be read ({type(exc).__name__}: {exc}); re-export or repair it") from None
+        raise LoadError(
+            f"{where}: the PDF is damaged and cannot be read ({type(exc).__name__}: {exc}); re-export or repair it"
+        ) from None
     text, headings, page_starts = _assemble(parts)
     if not text.strip():
-        raise LoadError(f"{where}: the PDF has no text layer (a scan?); run OCR on it first (e.g. `ocrmypdf`) and ingest the result")
+        raise LoadError(
+            f"{where}: the PDF has no text layer (a scan?); run OCR on it first (e.g. `ocrmypdf`) and ingest the result"
+        )
     return ({"title": str(title).strip()} if str(title).strip() else {}), text, find_text_headings(text), page_starts
 
 
@@ -268,8 +281,10 @@ def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
     markup = decode_bytes(raw, where)
     depth = _nesting_depth(markup)
     if depth > MAX_HTML_DEPTH:
-        raise LoadError(f"{where}: the HTML is nested too deeply ({depth:,} levels, at most {MAX_HTML_DEPTH:,} are read); "
-                        "simplify it or convert it to text")
+        raise LoadError(
+            f"{where}: the HTML is nested too deeply ({depth:,} levels, at most {MAX_HTML_DEPTH:,} are read); "
+            "simplify it or convert it to text"
+        )
     try:
         soup = BeautifulSoup(markup, "lxml")
         title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -310,7 +325,9 @@ def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
 MAX_HTML_DEPTH = 2_000  # real pages nest a few dozen levels; millions make the parser crawl
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^<>]*?(/?)>")
 # Tags that never hold children, or that browsers close on their own: they do not deepen the tree.
-_FLAT_TAGS = frozenset("area base br col embed hr img input link meta source track wbr p li td th tr option dt dd".split())
+_FLAT_TAGS = frozenset(
+    "area base br col embed hr img input link meta source track wbr p li td th tr option dt dd".split()
+)
 
 
 def _nesting_depth(markup: str) -> int:
@@ -334,13 +351,19 @@ def _load_docx(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except zipfile.BadZipFile:
-        raise LoadError(f"{where}: not a valid .docx (it is not a zip archive); re-save it from Word or LibreOffice") from None
+        raise LoadError(
+            f"{where}: not a valid .docx (it is not a zip archive); re-save it from Word or LibreOffice"
+        ) from None
     if unpacked > DOCX_MAX_EXPANSION * max(len(raw), 1 << 20):
-        raise LoadError(f"{where}: the .docx unpacks to {unpacked / 1e6:.0f} MB from {len(raw) / 1e6:.1f} MB (a zip bomb?); refused")
+        raise LoadError(
+            f"{where}: the .docx unpacks to {unpacked / 1e6:.0f} MB from {len(raw) / 1e6:.1f} MB (a zip bomb?); refused"
+        )
     try:
         document = docx.Document(io.BytesIO(raw))
     except Exception as exc:  # python-docx raises many unrelated types on damaged files
-        raise LoadError(f"{where}: the .docx is damaged and cannot be read ({type(exc).__name__}); re-save it") from None
+        raise LoadError(
+            f"{where}: the .docx is damaged and cannot be read ({type(exc).__name__}); re-save it"
+        ) from None
     parts: list[_Part] = []
     title = (document.core_properties.title or "").strip()
     for block in document.iter_inner_content():
@@ -380,7 +403,9 @@ def load_document(path: Path, *, root: Path | None = None, max_file_mb: float = 
     where = str(path)
     suffix = path.suffix.lower()
     if suffix not in _LOADERS:
-        raise UnsupportedFileError(f"{where}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        raise UnsupportedFileError(
+            f"{where}: unsupported file type {suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     raw = read_file_bytes(path, max_file_mb)
     meta, text, headings, page_starts = _LOADERS[suffix](path, raw, where)
     if not text.strip():
@@ -411,7 +436,10 @@ def read_file_bytes(path: Path, max_file_mb: float) -> bytes:
         if not resolved.is_file():
             raise LoadError(f"{where}: is not a regular file")
         if size > max_file_mb * 1_000_000:
-            raise FileTooLargeError(f"{where}: is {size / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; split it or raise the limit")
+            raise FileTooLargeError(
+                f"{where}: is {size / 1e6:.1f} MB, over the limit RAG_MAX_FILE_MB={max_file_mb:g}; "
+                "split it or raise the limit"
+            )
         with open(resolved, "rb") as handle:
             raw = handle.read(int(max_file_mb * 1_000_000) + 1)
     except LoadError:
@@ -423,7 +451,11 @@ def read_file_bytes(path: Path, max_file_mb: float) -> bytes:
     except RuntimeError:  # pathlib reports symlink loops this way
         raise LoadError(f"{where}: is a symlink loop; fix or remove the link") from None
     except OSError as exc:
-        reason = "is a symlink loop; fix or remove the link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+        reason = (
+            "is a symlink loop; fix or remove the link"
+            if exc.errno == errno.ELOOP
+            else f"cannot be read ({exc.strerror})"
+        )
         raise LoadError(f"{where}: {reason}") from None
     if len(raw) > max_file_mb * 1_000_000:
         raise LoadError(f"{where}: grew past RAG_MAX_FILE_MB={max_file_mb:g} while being read")

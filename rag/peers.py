@@ -90,7 +90,9 @@ class Peers:
 
     def _best_sentences(self, question: str, passages: list[tuple[str, str]]) -> list[tuple[int, str]]:
         """(passage rank, sentence) of every sentence of the passages, closest to the question first."""
-        sentences = [(rank, text[s:e]) for rank, (_, text) in enumerate(passages, start=1) for s, e in sentence_spans(text)]
+        sentences = [
+            (rank, text[s:e]) for rank, (_, text) in enumerate(passages, start=1) for s, e in sentence_spans(text)
+        ]
         new = list(dict.fromkeys(s for _, s in sentences if s not in self._sentence_vectors))
         if new:
             for sentence, vector in zip(new, self._embeddings.embed_documents(new)):

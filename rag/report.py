@@ -26,8 +26,13 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) and value <= 1.0 else f"{value}"
 
 
+def _expected(row: dict) -> str:
+    return ", ".join(row["key_facts"]) or ("(abstain)" if not row["answerable"] else "")
+
+
 def failures(run: EvalRun) -> list[dict]:
-    """Rows worth a reader's attention: a missed fact, a retrieval miss, a wrong abstention or an answer to the unanswerable."""
+    """Rows worth a reader's attention: a missed fact, a retrieval miss, a wrong abstention or an answer to the
+    unanswerable."""
     return [r for r in run.rows if (r["answerable"] and (r["abstained"] or r["facts_missing"] or not r["hit_rank"]))
             or (not r["answerable"] and not r["abstained"])]
 
@@ -39,7 +44,9 @@ def markdown(run: EvalRun) -> str:
     lines += ["", "## By tag", "", "| tag | n | " + " | ".join(METRICS[:8]) + " |",
               "| --- | --- | " + " | ".join("---" for _ in METRICS[:8]) + " |"]
     for tag, summary in run.by_tag.items():
-        lines.append(f"| {tag} | {summary['questions']} | " + " | ".join(_fmt(summary.get(m)) for m in METRICS[:8]) + " |")
+        lines.append(
+            f"| {tag} | {summary['questions']} | " + " | ".join(_fmt(summary.get(m)) for m in METRICS[:8]) + " |"
+        )
     if run.peers:
         lines += ["", "## Peers (same golden file, same k)", "", "| pipeline | hit rate | MRR | context recall |",
                   "| --- | --- | --- | --- |"]
@@ -99,26 +106,38 @@ def html_report(run: EvalRun) -> str:
 
     metric_rows = "".join(f"<tr><td>{m}</td><td>{_fmt(run.summary.get(m))}</td></tr>" for m in METRICS)
     tag_rows = "".join(
-        f"<tr><td>{e(t)}</td><td>{s['questions']}</td>" + "".join(f"<td>{_fmt(s.get(m))}</td>" for m in METRICS[:8]) + "</tr>"
-        for t, s in run.by_tag.items())
-    peer_rows = "".join(f"<tr><td>{e(n)}</td><td>{_fmt(p.get('retrieval_hit_rate'))}</td><td>{_fmt(p.get('retrieval_mrr'))}"
-                        f"</td><td>{_fmt(p.get('context_recall'))}</td></tr>" for n, p in run.peers.items())
+        f"<tr><td>{e(t)}</td><td>{s['questions']}</td>"
+        + "".join(f"<td>{_fmt(s.get(m))}</td>" for m in METRICS[:8])
+        + "</tr>"
+        for t, s in run.by_tag.items()
+    )
+    peer_rows = "".join(
+        f"<tr><td>{e(n)}</td><td>{_fmt(p.get('retrieval_hit_rate'))}</td><td>{_fmt(p.get('retrieval_mrr'))}"
+        f"</td><td>{_fmt(p.get('context_recall'))}</td></tr>"
+        for n, p in run.peers.items()
+    )
     failure_rows = "".join(
-        f"<tr><td>{e(r['id'])}</td><td>{e(r['question'])}</td><td>{e(', '.join(r['key_facts']) or ('(abstain)' if not r['answerable'] else ''))}</td>"
+        f"<tr><td>{e(r['id'])}</td><td>{e(r['question'])}</td><td>{e(_expected(r))}</td>"
         f"<td>{e(r['answer'][:500])}</td><td>{r['hit_rank'] or 'none'}</td>"
         f"<td>{'<br>'.join(e(p['title'][:40] + ': ' + p['text'][:160]) for p in r['retrieved'][:3])}</td></tr>"
-        for r in failures(run))
+        for r in failures(run)
+    )
     header = "".join(f"<th>{m}</th>" for m in METRICS[:8])
+    peers = ("<h2>Peers</h2><table><tr><th>pipeline</th><th>hit rate</th><th>MRR</th><th>context recall</th></tr>"
+             + peer_rows + "</table>") if run.peers else ""
+    failure_header = ("<tr><th>id</th><th>question</th><th>expected</th><th>answer</th><th>hit rank</th>"
+                      "<th>retrieved (top 3)</th></tr>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}th{{background:#f3f3f3}}</style></head><body>
-<h1>Evaluation: {run.summary['questions']} questions, k = {run.summary['k']}</h1>
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}th{{background:#f3f3f3}}</style>
+</head><body>
+<h1>Evaluation: {run.summary["questions"]} questions, k = {run.summary["k"]}</h1>
 <table><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>
 {_plot_png(per_tag)}{_plot_png(ranks)}{_plot_png(latency)}
 <h2>By tag</h2><table><tr><th>tag</th><th>n</th>{header}</tr>{tag_rows}</table>
-{'<h2>Peers</h2><table><tr><th>pipeline</th><th>hit rate</th><th>MRR</th><th>context recall</th></tr>' + peer_rows + '</table>' if run.peers else ''}
+{peers}
 <h2>Failures ({len(failures(run))})</h2>
-<table><tr><th>id</th><th>question</th><th>expected</th><th>answer</th><th>hit rank</th><th>retrieved (top 3)</th></tr>{failure_rows}</table>
+<table>{failure_header}{failure_rows}</table>
 <h2>Settings</h2><pre>{e(json.dumps(run.settings, indent=1, ensure_ascii=False))}</pre></body></html>"""
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
@@ -79,18 +79,18 @@ class Fusion:
 
     @classmethod
     def from_settings(cls, settings: Settings, cjk_question: bool,
-                      overrides: dict[str, float | None] | None = None) -> "Fusion":
+                      overrides: dict[str, float | None] | None = None) -> Fusion:
         """The settings' fusion; an override replaces a retriever's weight in the question's language, and an
         override of 0 turns that retriever off altogether (for a Chinese question, its translated twin too)."""
-        overrides = {name: weight for name, weight in (overrides or {}).items() if weight is not None}
+        given = {name: weight for name, weight in (overrides or {}).items() if weight is not None}
         same = {"dense": settings.dense_weight, "lexical": settings.lexical_weight,
-                "multilingual": settings.multilingual_weight, **overrides}
+                "multilingual": settings.multilingual_weight, **given}
         if not cjk_question:
             return cls(same, dict(same, dense=same["dense"] * CROSS_LANGUAGE_DENSE), settings.rrf_k, False)
         cross = {"multilingual": settings.zh_multilingual_weight, "lexical": settings.zh_lexical_weight,
                  "dense": settings.zh_dense_weight, "translated_lexical": settings.zh_translated_lexical_weight,
                  "translated_dense": settings.zh_translated_dense_weight}
-        for name in (name for name, weight in overrides.items() if not weight):
+        for name in (name for name, weight in given.items() if not weight):
             cross.update({name: 0.0, f"translated_{name}": 0.0})
         return cls(same, cross, settings.zh_rrf_k, True)
 
@@ -129,7 +129,9 @@ def retriever_runs(store: Store, question: str, n: int, filters: Filters | None,
                 scope = replace(scope, language="zh")
             if cjk_question or store.document_count(scope):  # no Chinese document: the model need not even load
                 vector = multilingual.embed_query(question)
-                runs["multilingual"] = _by_best_sentence(store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope))
+                runs["multilingual"] = _by_best_sentence(
+                    store, vector, store.dense_search(MULTILINGUAL_INDEX, vector, n, scope)
+                )
     timings["multilingual_ms"] = _ms(started)
 
     if cjk_question and retrievers & {"translated_dense", "translated_lexical"}:
@@ -193,7 +195,9 @@ def _by_best_sentence(store: Store, vector: np.ndarray, hits: list[tuple[str, fl
     """The multilingual run's first SENTENCE_RERANK_DEPTH chunks ordered by their best sentence's similarity."""
     head, tail = hits[:SENTENCE_RERANK_DEPTH], hits[SENTENCE_RERANK_DEPTH:]
     chunks = store.chunks(cid for cid, _ in head)
-    best = {cid: float((rows @ vector).max()) for cid, rows in sentence_vectors(store, MULTILINGUAL_INDEX, chunks).items()}
+    best = {
+        cid: float((rows @ vector).max()) for cid, rows in sentence_vectors(store, MULTILINGUAL_INDEX, chunks).items()
+    }
     return sorted(((cid, best[cid]) for cid, _ in head if cid in best), key=lambda hit: -hit[1]) + tail
 
 

@@ -27,7 +27,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from rag.catalog import CHUNK_COLUMNS, FORMAT_VERSION, Catalog, chunk_rows, document_row, units_json
 from rag.chunking import sentence_units
@@ -242,10 +243,14 @@ class ServerCatalog(Catalog):
                                                 for d, (m, _) in records.items()))
         self.sync()
 
+    def _held_lease(self) -> ServerLease:
+        assert self._lease is not None, "the server catalog is written only inside writer_lock()"
+        return self._lease
+
     def _commit(self, records: dict[str, tuple[dict, str | None]], applied: Callable[[dict[str, dict]], bool]) -> None:
         """One request: the documents' records and the generation. Checked against the lease first, and read
         back when the request failed: a request cut off may still have been applied."""
-        self._lease.check()
+        self._held_lease().check()
         generation = self._meta()["generation"] + 1
         ids = [_key(doc_id) for doc_id in records] + [META]
         metadatas = [m for m, _ in records.values()] + [{"generation": generation}]
@@ -301,7 +306,7 @@ class ServerCatalog(Catalog):
         super().finish_pending(doc_id, version, kind)
 
     def clear(self) -> None:
-        self._lease.check()
+        self._held_lease().check()
         self._call(lambda: self.records.delete(where={"kind": "doc"}))
         self._call(lambda: self.chunk_records.delete(where={"version": {"$ne": ""}}))
         self._call(lambda: self.records.update(ids=[META], metadatas=[{"generation": self._meta()["generation"] + 1}]))
@@ -310,7 +315,9 @@ class ServerCatalog(Catalog):
     def _update(self, metadatas: dict[str, dict]) -> None:
         """Merge these fields into the documents' records."""
         if metadatas:
-            self._call(lambda: self.records.update(ids=[_key(d) for d in metadatas], metadatas=list(metadatas.values())))
+            self._call(
+                lambda: self.records.update(ids=[_key(d) for d in metadatas], metadatas=list(metadatas.values()))
+            )
 
 
 def _key(doc_id: str) -> str:
@@ -340,12 +347,12 @@ class ServerLease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
-    def __enter__(self) -> "ServerLease":
+    def __enter__(self) -> ServerLease:
         deadline = time.monotonic() + self.timeout_s
         while not self._take():
             latest = self._latest()
-            if time.monotonic() >= deadline:
-                until = dt.datetime.fromtimestamp(latest["expires"], dt.timezone.utc).isoformat(timespec="seconds")
+            if latest is not None and time.monotonic() >= deadline:  # None: released meanwhile, take it
+                until = dt.datetime.fromtimestamp(latest["expires"], dt.UTC).isoformat(timespec="seconds")
                 raise StoreError(
                     f"The store at RAG_CHROMA_URL={self.catalog.settings.chroma_url} is being written by "
                     f"{latest['holder']} (its lease runs to {until} unless renewed); wait for it to finish (or set "
@@ -380,10 +387,24 @@ class ServerLease:
         number = (latest["number"] if latest else 0) + 1
         records = self.catalog.records
         # `add` of an id that exists is ignored: of writers adding lease n+1 together, the first one wins.
-        self.catalog._call(lambda: records.add(ids=[f"lease-{number}"], embeddings=[NO_VECTOR], documents=[""], metadatas=[
-            {"kind": "lease", "number": number, "holder": self.holder, "node": self.node, "pid": os.getpid(),
-             "nonce": self.nonce,
-             "expires": time.time() + self.lease_s}]))
+        self.catalog._call(
+            lambda: records.add(
+                ids=[f"lease-{number}"],
+                embeddings=[NO_VECTOR],
+                documents=[""],
+                metadatas=[
+                    {
+                        "kind": "lease",
+                        "number": number,
+                        "holder": self.holder,
+                        "node": self.node,
+                        "pid": os.getpid(),
+                        "nonce": self.nonce,
+                        "expires": time.time() + self.lease_s,
+                    }
+                ],
+            )
+        )
         won = self.catalog._call(lambda: records.get(ids=[f"lease-{number}"], include=["metadatas"]))["metadatas"]
         if not won or won[0]["nonce"] != self.nonce:
             return False

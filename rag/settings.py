@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,7 +92,7 @@ class Settings(BaseSettings):
     def _url_has_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not value.startswith(("http://", "https://")):
+        if not value.startswith(("http://", "https://")) or not urlparse(value).hostname:
             raise ValueError(f"RAG_CHROMA_URL={value!r} must look like http://127.0.0.1:8000")
         return value.rstrip("/")
 

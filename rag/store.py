@@ -20,7 +20,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,7 +55,15 @@ from rag.vectors import (
 # Tries of a vector read that meets a concurrent delete, backing off 10, 20, 40 ... ms (about 1.3 s in all).
 READ_ATTEMPTS = 8
 # What the OS, SQLite and Chroma say when the disk (or the file size limit) refuses a write.
-_DISK_FULL = ("no space left", "disk is full", "file too large", "disk i/o error", "errno 28", "errno 27", "quota exceeded")
+_DISK_FULL = (
+    "no space left",
+    "disk is full",
+    "file too large",
+    "disk i/o error",
+    "errno 28",
+    "errno 27",
+    "quota exceeded",
+)
 Read = TypeVar("Read")
 
 
@@ -79,7 +88,7 @@ class Store:
         self._batch = min(1000, max_batch_size(client))
 
     @classmethod
-    def open(cls, settings: Settings, embedders: dict[str, Any] | None = None) -> "Store":
+    def open(cls, settings: Settings, embedders: dict[str, Any] | None = None) -> Store:
         """Open (creating if needed) the catalog and a collection per embedder; finish a dead writer's work if free.
 
         With no embedders the store can list, read and remove but not add (no model is loaded).
@@ -89,20 +98,23 @@ class Store:
         client = fresh_embedded_client(settings)
         if embedders is None:
             names = collection_names(settings, client)
-            embedders = {key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if collection_name(settings, key) in names}
-        indexes = {key: VectorIndex(client, collection_name(settings, key), embedder) for key, embedder in embedders.items()}
+            embedders = {
+                key: None for key in (MAIN_INDEX, MULTILINGUAL_INDEX) if collection_name(settings, key) in names
+            }
+        indexes = {
+            key: VectorIndex(client, collection_name(settings, key), embedder) for key, embedder in embedders.items()
+        }
         store = cls(settings, open_catalog(settings, client), client, indexes)
         # On a server only work in flight is worth the writer's lease: taking it to find none would make
         # writers on other nodes wait for readers.
         if not store.catalog.read_only and (not settings.chroma_url or store.catalog.pending(None)):
-            with contextlib.suppress(StoreError):
-                with store.writer(timeout_s=0):
-                    pass  # entering the writer runs recovery when nobody else is writing
+            with contextlib.suppress(StoreError), store.writer(timeout_s=0):
+                pass  # entering the writer runs recovery when nobody else is writing
         store.check_counts()
         return store
 
     @classmethod
-    def open_to_ask(cls, settings: Settings, embedders: dict[str, Any]) -> "Store":
+    def open_to_ask(cls, settings: Settings, embedders: dict[str, Any]) -> Store:
         """Open a store to ask it questions: an absent or empty one is an error that says how to fill it, and
         asking creates nothing."""
         empty = (f"The store in {settings.chroma_url or settings.data_dir} holds no documents: run "
@@ -150,7 +162,7 @@ class Store:
         return {key: index.embedder.name for key, index in self.indexes.items()}
 
     @contextlib.contextmanager
-    def writer(self, timeout_s: float | None = None) -> Iterator["Store"]:
+    def writer(self, timeout_s: float | None = None) -> Iterator[Store]:
         """Hold the writer lock; leftover work of a crashed writer is recovered first."""
         timeout = self.settings.lock_timeout_s if timeout_s is None else timeout_s
         with self.catalog.writer_lock(self.settings, timeout):
@@ -202,7 +214,9 @@ class Store:
     def count_chunks(self) -> int:
         return self.catalog.count_chunks()
 
-    def dense_search(self, index: str, vector: np.ndarray, n: int, filters: Filters | None = None) -> list[tuple[str, float]]:
+    def dense_search(
+        self, index: str, vector: np.ndarray, n: int, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
         """(chunk_id, best sentence cosine) of committed chunks, best first."""
         self._follow_other_writers()
         documents = self.catalog.documents_passing(filters)
@@ -255,14 +269,15 @@ class Store:
         """Run `read` on a vector index. A read that meets a delete in flight fails inside chromadb with
         "Error finding id" (`make soak`: 1 query in 6,602 while this process's own ingest replaced documents):
         back off, take a fresh view when allowed, and read again."""
-        for attempt in range(READ_ATTEMPTS):
+        for attempt in range(READ_ATTEMPTS - 1):
             try:
                 return read(self.indexes[index])
             except Exception as exc:
-                if not is_stale_read(exc) or attempt == READ_ATTEMPTS - 1:
+                if not is_stale_read(exc):
                     raise
             time.sleep(0.01 * 2**attempt)
             self._follow_other_writers(force=True)
+        return read(self.indexes[index])
 
     def _follow_other_writers(self, force: bool = False) -> None:
         """An embedded Chroma client keeps its own view of the files: when another process has committed
@@ -277,7 +292,9 @@ class Store:
                 return
             if (force or generation != self._generation_seen) and not self.settings.chroma_url:
                 client = fresh_embedded_client(self.settings)
-                self.indexes = {key: VectorIndex(client, index.name, index.embedder) for key, index in self.indexes.items()}
+                self.indexes = {
+                    key: VectorIndex(client, index.name, index.embedder) for key, index in self.indexes.items()
+                }
                 self.client = client
             self._generation_seen = generation
 
@@ -323,7 +340,7 @@ class Store:
             if ids:
                 guard_server(self.settings, lambda: index.add(ids, np.concatenate(vectors), metadatas, self._batch))
             self._checkpoint(f"vectors-written:{key}")
-        self.catalog.commit(prepared, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        self.catalog.commit(prepared, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         self._generation_seen = self.catalog.generation()
         self._checkpoint("committed")
         self._drain_pending("drop")
@@ -405,7 +422,9 @@ def catalog_listing(settings: Settings) -> tuple[list[StoredDocument], list[str]
     try:
         documents = catalog.documents()
         found = None if catalog.has_pending() else vectors_on_disk(settings)
-        problems = [] if found is None else count_problems(settings, catalog.expected_vectors(), found, index_keys(settings))
+        problems = (
+            [] if found is None else count_problems(settings, catalog.expected_vectors(), found, index_keys(settings))
+        )
     finally:
         catalog.close()
     return documents, problems

@@ -14,9 +14,9 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from rag.errors import RagError
 from rag.evaluation import GoldenQuestion, load_golden, score_question, summarise
@@ -52,7 +52,9 @@ def load_suite(path: Path) -> list[SuiteSet]:
             sets.append(SuiteSet(str(entry["name"]), Path(entry["golden"]), Path(entry["corpus"]), int(entry["k"]),
                                  bool(entry.get("half", False))))
         except (TypeError, KeyError, ValueError) as exc:
-            raise RagError(f"{path}, set {number}: needs name, golden, corpus and k ({type(exc).__name__}: {exc})") from None
+            raise RagError(
+                f"{path}, set {number}: needs name, golden, corpus and k ({type(exc).__name__}: {exc})"
+            ) from None
     for chosen in sets:
         for what, where in (("golden", chosen.golden), ("corpus", chosen.corpus)):
             if not where.exists():
@@ -130,7 +132,9 @@ def run_set(chosen: SuiteSet, settings: Settings, store_root: Path, *, peers: bo
         progress(f"{chosen.name}: ingesting {corpus}")
         report = ingest([corpus], set_settings, store)
         if not report.ok:
-            raise RagError(f"{chosen.name}: {len(report.failures)} file(s) failed to ingest: {report.failures[0].message}")
+            raise RagError(
+                f"{chosen.name}: {len(report.failures)} file(s) failed to ingest: {report.failures[0].message}"
+            )
         texts = fold("\n".join(store.document_text(d.doc_id) or "" for d in store.documents()))
         questions, problems = load_golden(chosen.golden, None if chosen.half else [texts])
         if problems:

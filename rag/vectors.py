@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -119,10 +120,12 @@ def chroma_client(settings: Settings) -> Any:
         from urllib.parse import urlparse
 
         url = urlparse(settings.chroma_url)
+        host = url.hostname
+        assert host, "the settings' validator requires a host in RAG_CHROMA_URL"
         token = settings.chroma_token
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else None
         return guard_server(settings, lambda: chromadb.HttpClient(
-            host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", headers=headers,
+            host=host, port=url.port or 8000, ssl=url.scheme == "https", headers=headers,
             settings=chroma_settings))
     path = settings.chroma_path
     if path.is_dir() and not writable(path):

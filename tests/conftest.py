@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -154,7 +154,7 @@ def wait_for_port(port: int, process: subprocess.Popen, name: str) -> None:
                 return
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}")
+                raise RuntimeError(f"{name} exited with {process.returncode}") from None
             time.sleep(0.2)
     raise RuntimeError(f"{name} did not start within 60 s")
 
@@ -171,11 +171,22 @@ class ChromaServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ChromaServer":
+    def start(self) -> ChromaServer:
         env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "chroma"), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            [
+                str(VENV_BIN / "chroma"),
+                "run",
+                "--path",
+                str(self.path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         wait_for_port(self.port, self.process, "chroma run")
         return self

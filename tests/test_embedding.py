@@ -178,15 +178,18 @@ def test_encoder_processes_give_the_vectors_this_process_gives(int8_and_use):
     try:
         pooled = pool.embedders
         assert np.array_equal(pooled["main"].embed_passages(texts), int8_and_use["main"].embed_passages(texts))
-        assert np.allclose(pooled["multilingual"].embed_passages(texts), int8_and_use["multilingual"].embed_passages(texts),
-                           atol=1e-5)
+        assert np.allclose(
+            pooled["multilingual"].embed_passages(texts), int8_and_use["multilingual"].embed_passages(texts), atol=1e-5
+        )
         assert pooled["main"].embed_passages([]).shape == (0, 384)
     finally:
         pool.close()
     assert not EncoderPool.can_run({"main": Counting(int8_and_use["main"])})  # no recipe: stays in this process
 
 
-def test_encoder_processes_leave_with_a_killed_parent_and_a_dead_one_is_a_clear_error(int8_and_use, models_dir, tmp_path):
+def test_encoder_processes_leave_with_a_killed_parent_and_a_dead_one_is_a_clear_error(
+    int8_and_use, models_dir, tmp_path
+):
     import os
     import signal
     import subprocess
@@ -197,16 +200,25 @@ def test_encoder_processes_leave_with_a_killed_parent_and_a_dead_one_is_a_clear_
 
     from rag.errors import RagError
 
-    parent = subprocess.Popen([sys.executable, "-c", f"""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import sys, time
 from rag.embedding import EncoderPool
 from rag.onnx_backend import OnnxEmbedder
 from rag.settings import BUNDLED_MODEL
-pool = EncoderPool({{"main": OnnxEmbedder(BUNDLED_MODEL, 16, __import__("pathlib").Path({str(models_dir)!r}), quantized=True)}})
+from pathlib import Path
+pool = EncoderPool({{"main": OnnxEmbedder(BUNDLED_MODEL, 16, Path({str(models_dir)!r}), quantized=True)}})
 pool.encode("main", ["warm up"] * 300)
 print("ready", flush=True)
 time.sleep(120)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert parent.stdout.readline().strip() == "ready"
     encoders = psutil.Process(parent.pid).children(recursive=True)
     assert encoders

@@ -32,7 +32,9 @@ def corpus_texts():
     return [load_document(p, root=CORPUS).text for p in sorted(CORPUS.glob("*.md"))]
 
 
-def question(answerable=True, evidence=("create 100 high‑quality industrial datasets",), facts=("100",), tags=("numeric",)):
+def question(
+    answerable=True, evidence=("create 100 high‑quality industrial datasets",), facts=("100",), tags=("numeric",)
+):
     return GoldenQuestion("q1", "How many datasets?", "100 datasets by 2027.", tuple(evidence) if answerable else (),
                           answerable, tuple(facts) if answerable else (), tuple(tags))
 

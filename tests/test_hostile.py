@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from conftest import CORPUS, make_settings
@@ -217,7 +217,11 @@ def test_hostile_input(case, seeded, tmp_path):
         assert case.message in str(raised.value)
     else:
         result = case.run(settings, store, tmp_path)
-        text = result.text + " " + result.reason + " " + " ".join(result.notices) if hasattr(result, "notices") else str(result)
+        text = (
+            result.text + " " + result.reason + " " + " ".join(result.notices)
+            if hasattr(result, "notices")
+            else str(result)
+        )
         assert any(option in text for option in case.message.split("|")), text[:500]
     after = stored(store)
     added = set(after) - set(before)

@@ -1,4 +1,5 @@
-"""Ingest and store: idempotent, changes replace, removals remove, crashes leave whole documents, bad files are reported."""
+"""Ingest and store: idempotent, changes replace, removals remove, crashes leave whole documents, bad files are
+reported."""
 
 from __future__ import annotations
 
@@ -360,7 +361,9 @@ def test_a_large_ingest_encodes_in_encoder_processes_and_stores_what_this_proces
     assert all(np.array_equal(pooled[key], here[key]) for key in here)
 
 
-def test_a_symlink_out_of_the_folder_is_refused_unless_allowed_and_pruned_when_gone(settings, store, corpus_copy, tmp_path):
+def test_a_symlink_out_of_the_folder_is_refused_unless_allowed_and_pruned_when_gone(
+    settings, store, corpus_copy, tmp_path
+):
     outside = tmp_path / "outside" / "secret.txt"
     outside.parent.mkdir()
     outside.write_text("The password of the plant is 12345.", encoding="utf-8")
@@ -389,7 +392,10 @@ def test_a_changed_front_matter_doc_id_retires_the_old_one(settings, store, corp
     report = ingest([corpus_copy], settings, store, prune=True)
     assert report.count("added") == 1 and report.count("removed") == 1
     removed = next(o for o in report.outcomes if o.status == "removed")
-    assert removed.doc_id == "gmt-eight-ai-manufacturing-special-action" and "now has the doc_id 'gmt-eight-2026'" in removed.message
+    assert (
+        removed.doc_id == "gmt-eight-ai-manufacturing-special-action"
+        and "now has the doc_id 'gmt-eight-2026'" in removed.message
+    )
     assert sorted(snapshot(store)) == ["blueprint-2027-ai-manufacturing-strategy", "gmt-eight-2026"]
     assert "100 high" in " ".join(searchable_texts(store, "industrial datasets"))
     assert_consistent(store)

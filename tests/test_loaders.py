@@ -104,7 +104,9 @@ def test_text_is_normalised_without_losing_words(tmp_path):
 
 
 def test_pdf_keeps_pages(tmp_path):
-    path = make_pdf(tmp_path / "plan.pdf", ["1. Targets\nBy 2027, 100 datasets will be built.", "2. Measures\nSMEs get vouchers."])
+    path = make_pdf(
+        tmp_path / "plan.pdf", ["1. Targets\nBy 2027, 100 datasets will be built.", "2. Measures\nSMEs get vouchers."]
+    )
     doc = load_document(path)
     assert "100 datasets" in doc.text and "SMEs get vouchers." in doc.text
     assert len(doc.page_starts) == 2
@@ -254,7 +256,9 @@ def test_an_invalid_date_names_the_field_and_the_file(tmp_path, published, reaso
     assert reason in str(failure.value)
 
 
-@pytest.mark.parametrize("written, stored", [("zh-CN", "zh"), ("ZH", "zh"), ("zh_Hans", "zh"), ("en-US", "en"), ("EN", "en")])
+@pytest.mark.parametrize(
+    "written, stored", [("zh-CN", "zh"), ("ZH", "zh"), ("zh_Hans", "zh"), ("en-US", "en"), ("EN", "en")]
+)
 def test_front_matter_languages_are_normalised(tmp_path, written, stored):
     path = tmp_path / "lang.md"
     path.write_text(f"---\nlanguage: {written}\npublished: 2026-02\n---\nBody text.", encoding="utf-8")
@@ -277,5 +281,7 @@ def test_a_yaml_nesting_bomb_gets_a_clear_message(tmp_path):
 
 
 def test_zero_width_characters_inside_numbers_are_removed():
-    text = clean_text("Build 1\u2060000 datasets, 2\u00ad027 targets, 3\u200d5 % and 4\u200c.5 points; 👩\u200d💻 stays.")
+    text = clean_text(
+        "Build 1\u2060000 datasets, 2\u00ad027 targets, 3\u200d5 % and 4\u200c.5 points; 👩\u200d💻 stays."
+    )
     assert text == "Build 1000 datasets, 2027 targets, 35 % and 4.5 points; 👩\u200d💻 stays."

@@ -16,7 +16,9 @@ def peers(tmp_path_factory):
         "# Data\n\nThe plan will create 100 high-quality industrial datasets by 2027. Each dataset is curated.\n",
         encoding="utf-8")
     (corpus / "robots.md").write_text(
-        "# Robots\n\nHumanoid robots are tested in pilot bases. Their safety is reviewed every year.\n", encoding="utf-8")
+        "# Robots\n\nHumanoid robots are tested in pilot bases. Their safety is reviewed every year.\n",
+        encoding="utf-8",
+    )
     built = Peers(corpus, k=1, model_path=model_path(make_settings(corpus / "unused")))
     yield built
     built.close()
@@ -32,8 +34,15 @@ def test_each_peer_answers_in_the_shape_the_scorer_reads(peers):
 
 
 def test_the_plain_reader_is_scored_like_the_project(peers):
-    question = GoldenQuestion("q", "How many industrial datasets will be created?", "100",
-                              ("The plan will create 100 high-quality industrial datasets by 2027.",), True, ("100",), ())
+    question = GoldenQuestion(
+        "q",
+        "How many industrial datasets will be created?",
+        "100",
+        ("The plan will create 100 high-quality industrial datasets by 2027.",),
+        True,
+        ("100",),
+        (),
+    )
     scored = score_question(question, peers.answers(question.question)[READER_1], 0.0)
     assert scored["facts_found"] == ["100"] and scored["hit_rank"] == 1 and scored["citations"][0]["precise"]
     without_reader = peers.answers(question.question, with_reader=False)
@@ -43,8 +52,9 @@ def test_the_plain_reader_is_scored_like_the_project(peers):
 def test_peer_rows_are_scored_per_question_and_a_retrieval_only_peer_has_no_answer_metrics(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "datasets.md").write_text("# Data\n\nThe plan will create 100 high-quality industrial datasets by 2027.\n",
-                                        encoding="utf-8")
+    (corpus / "datasets.md").write_text(
+        "# Data\n\nThe plan will create 100 high-quality industrial datasets by 2027.\n", encoding="utf-8"
+    )
     (corpus / "robots.md").write_text("# Robots\n\nHumanoid robots are tested in pilot bases.\n", encoding="utf-8")
     answerable = GoldenQuestion("a", "How many industrial datasets will be created?", "100",
                                 ("create 100 high-quality industrial datasets",), True, ("100",), ())

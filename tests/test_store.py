@@ -76,7 +76,9 @@ def test_an_empty_catalog_beside_stored_vectors_is_not_an_empty_store(built):
     assert documents == [] and len(problems) == 1
     assert "lists no documents, but" in problems[0] and "vectors are stored" in problems[0]
     asked = rag(env, "ask", QUESTION)
-    assert asked.returncode == 2 and "lists no documents, but" in asked.stderr and "holds no documents" not in asked.stderr
+    assert (
+        asked.returncode == 2 and "lists no documents, but" in asked.stderr and "holds no documents" not in asked.stderr
+    )
     assert "`rag import EXPORT.jsonl --replace`" in asked.stderr and "`rag ingest --rebuild`" in asked.stderr
 
 
@@ -108,7 +110,9 @@ def test_a_full_disk_fails_the_write_with_a_message_and_leaves_the_store_as_it_w
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
         "from rag.cli import main\n"
         f"sys.exit(main(['ingest', {str(big)!r}]))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "The disk refused a write to the store in" in done.stderr
     assert "free some space" in done.stderr
