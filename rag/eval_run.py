@@ -20,7 +20,7 @@ from rag.store import Store
 PROJECT = "project (hybrid)"
 
 
-def evaluate(questions: list[GoldenQuestion], ask: Callable[[str], dict], *, k: int, settings: dict,
+def evaluate(questions: list[GoldenQuestion], ask: Callable[[str], dict], *, k: int, recorded_settings: dict,
              progress: Callable[[int, int], None] | None = None) -> EvalRun:
     """Ask every question through `ask` (question -> Answer.to_dict()) and score the answers."""
     rows = []
@@ -31,7 +31,7 @@ def evaluate(questions: list[GoldenQuestion], ask: Callable[[str], dict], *, k: 
         if progress:
             progress(number, len(questions))
     summary = {"k": k, **summarise(rows)}
-    return EvalRun(summary, by_tag(rows), rows, settings)
+    return EvalRun(summary, by_tag(rows), rows, recorded_settings)
 
 
 def corpus_texts(store: Store) -> list[str]:
@@ -55,7 +55,7 @@ def run_eval(golden: Path, corpus: Path, settings: Settings, *, k: int | None = 
         if not questions:
             raise RagError(f"{golden} holds no questions")
         run = evaluate(questions, lambda q: answer(q, settings, store=store, k=k, answerer=answerer).to_dict(),
-                       k=k, settings=settings_record(settings, k, answerer), progress=progress)
+                       k=k, recorded_settings=settings_record(settings, k, answerer), progress=progress)
         if peers:
             found = peer_rows(corpus, questions, k, settings, with_reader=False)
             systems = {PROJECT: run.summary, **{name: summarise_system(name, rows) for name, rows in found.items()}}
