@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     zh_translated_dense_weight: float = Field(0.75, ge=0, description="MiniLM on the question's dictionary "
                                                                       "translation.")
     zh_lexical_weight: float = Field(0.3, ge=0, description="BM25 of the Chinese question itself.")
-    zh_dense_weight: float = Field(0.5, ge=0, description="MiniLM on the Chinese question itself.")
+    zh_dense_weight: float = Field(0.3, ge=0, description="MiniLM on the Chinese question itself.")
     zh_rrf_k: int = Field(5, ge=1)
     candidates: int = Field(40, ge=1, le=1000, description="Candidates taken from each retriever before fusion.")
 
