@@ -20,7 +20,7 @@ from rag.candidates import (
     sentence_candidates,
     with_its_term,
 )
-from rag.chunking import is_term_line
+from rag.chunking import is_term_line, without_bullet
 from rag.documents import Answer, Citation, Filters
 from rag.grounding import check_answer
 from rag.lexical import tokenize
@@ -183,10 +183,10 @@ def abstention(asked: Question, passages: list[Retrieved], why: str) -> Answer:
 def _display(sentence: str) -> str:
     """A bullet line reads as a sentence: no leading dash; a trailing full stop if it has none (an ellipsis the
     source has stays as it is); a glossary term on its own line leads its definition ("Term: definition")."""
-    text = re.sub(r"^[-•*]\s+", "", sentence.strip())
+    text = without_bullet(sentence.strip())
     term, _, definition = text.partition("\n")
     if definition and is_term_line(term):
-        text = term.strip() + ": " + re.sub(r"^[-•*]\s+", "", definition.strip())
+        text = term.strip() + ": " + without_bullet(definition.strip())
     return text if text.endswith((".", "!", "?", "。", "！", "？", ":", "；") + ELLIPSIS) else text + "."
 
 

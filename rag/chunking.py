@@ -155,13 +155,18 @@ _TERM_LINE = re.compile(r"^(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|w
 
 
 def _heads_what_follows(line: str) -> bool:
-    bare = _BULLET.sub("", line.strip())
+    bare = without_bullet(line.strip())
     return bool(bare) and (bare.endswith(":") or is_term_line(bare))
+
+
+def without_bullet(line: str) -> str:
+    """The line without its leading bullet marker ("- ", "• ", "* ")."""
+    return _BULLET.sub("", line)
 
 
 def is_term_line(text: str) -> bool:
     """A few capitalised words without sentence punctuation: a term or title, not a statement."""
-    return bool(_TERM_LINE.match(_BULLET.sub("", text.strip())))
+    return bool(_TERM_LINE.match(without_bullet(text.strip())))
 
 
 def sentence_units(chunk_text: str, section: str) -> list[SentenceUnit]:
@@ -173,7 +178,7 @@ def sentence_units(chunk_text: str, section: str) -> list[SentenceUnit]:
     spans = sentence_spans(chunk_text)
     for number, (start, end) in enumerate(spans):
         line = chunk_text[start:end]
-        bare = _BULLET.sub("", line)
+        bare = without_bullet(line)
         start += len(line) - len(bare)
         followed = number + 1 < len(spans) and "\n" in chunk_text[end:spans[number + 1][0]]
         if bare.endswith(":") or find_text_headings(bare) or (followed and is_term_line(bare)):
