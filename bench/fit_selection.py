@@ -2,7 +2,8 @@
 
 Labels: a candidate sentence of a question's retrieved passages is positive when it is (part of) the question's
 evidence: the golden set's evidence quotes, xquad-dev's answer sentence (English and Chinese questions alike),
-obliqa-dev's gold passages. Folds are held out by document (an xquad article's English and Chinese questions
+obliqa-dev's gold passages. Chinese questions get a sentence model of their own besides the one fitted on
+all questions. Folds are held out by document (an xquad article's English and Chinese questions
 fall in the same fold), never by question. Reported, held out: top-1 precision per set, an ablation of every
 feature, the abstention curve (false abstention on answerable questions against abstention on unanswerable
 ones: the golden set's, and xquad-dev questions asked of a store holding the other half of its articles), and
@@ -44,6 +45,7 @@ SETS = {  # name: (golden, corpus, k, group prefix: sets over one corpus share t
     "xquad-dev-en": (SHARED / "xquad-dev/golden-en.jsonl", SHARED / "xquad-dev/corpus", 5, "xquad"),
     "xquad-dev-zh": (SHARED / "xquad-dev/golden-zh.jsonl", SHARED / "xquad-dev/corpus", 5, "xquad"),
 }
+HALF_SETS = ["xquad-dev-en-half", "xquad-dev-zh-half"]  # questions asked of a store of the other half's articles
 FOLDS = 5
 FEATURES_TO_ABLATE = [f for f in FEATURES if not f.startswith("kind_")]
 # The most false abstention the answerable model may cause on a set, held out: the issue's targets (0.05 on the
@@ -61,6 +63,7 @@ class Asked:
     rows: np.ndarray
     labels: np.ndarray
     kind: str
+    chinese: bool  # asked in Chinese: its sentences are chosen by the Chinese model
 
 
 def _positive(text: str, evidence: tuple[str, ...]) -> bool:
@@ -95,7 +98,7 @@ def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_ro
             doc = doc or next((t for t in question.tags[1:2] if half), None)
             doc = doc or (kept[0].passage.chunk.doc_id if kept else question.id)
             found.append(Asked(name, f"{prefix}:{doc}", answerable, question.key_facts, [c.text for c in kept], rows,
-                               labels, asked.kind))
+                               labels, asked.kind, asked.cjk))
         return found
     finally:
         store.close()
@@ -119,16 +122,23 @@ def _folds(asked: list[Asked]) -> dict[str, int]:
     return {g: n % FOLDS for n, g in enumerate(groups)}  # round robin over the sorted documents
 
 
+def fit_sentences(training: list[Asked], drop: tuple[int, ...] = ()) -> tuple[Logistic, Logistic]:
+    """The sentence models: one fitted on every question, one on the Chinese questions alone."""
+    chinese = [a for a in training if a.chinese]
+    return tuple(fit(np.concatenate([a.rows for a in part]), np.concatenate([a.labels for a in part]), drop)
+                 for part in (training, chinese))
+
+
 def held_out(asked: list[Asked], drop: tuple[int, ...] = ()) -> list[np.ndarray]:
-    """Each question's candidate probabilities from a model fitted without its document's fold."""
+    """Each question's candidate probabilities from the models fitted without its document's fold."""
     fold_of = _folds(asked)
     predictions: list[np.ndarray] = [np.zeros(0)] * len(asked)
     for part in range(FOLDS):
-        train = [a for a in asked if fold_of[a.group] != part and a.answerable and len(a.rows)]
-        model = fit(np.concatenate([a.rows for a in train]), np.concatenate([a.labels for a in train]), drop)
+        every, chinese = fit_sentences([a for a in asked if fold_of[a.group] != part and a.answerable
+                                        and len(a.rows)], drop)
         for n, a in enumerate(asked):
             if fold_of[a.group] == part:
-                predictions[n] = model.probability(a.rows)
+                predictions[n] = (chinese if a.chinese else every).probability(a.rows)
     return predictions
 
 
@@ -143,9 +153,31 @@ def held_out_answerable(asked: list[Asked], questions: np.ndarray, answerable: n
     return found
 
 
-def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str) -> float:
-    chosen = [a.labels[int(np.argmax(p))] if len(p) else False
-              for a, p in zip(asked, predictions) if a.set_name == set_name and a.answerable]
+def abstention_curve(asked: list[Asked], best: np.ndarray, answerable: np.ndarray) -> list[dict]:
+    """False abstention and abstention recall per set at each threshold."""
+    curve = []
+    for threshold in np.round(np.arange(0.0, 1.0, 0.005), 3):
+        point = {"threshold": float(threshold)}
+        for name in [*SETS, *HALF_SETS]:
+            mask = np.array([a.set_name == name for a in asked])
+            if (mask & answerable).any():
+                point[f"{name}:false_abstention"] = round(float((best[mask & answerable] < threshold).mean()), 4)
+            if (mask & ~answerable).any():
+                point[f"{name}:abstention_recall"] = round(float((best[mask & ~answerable] < threshold).mean()), 4)
+        curve.append(point)
+    return curve
+
+
+def operating_point(curve: list[dict]) -> dict:
+    """The highest threshold at which no set's false abstention passes its limit."""
+    allowed = [p for p in curve if all(v <= MAX_FALSE_ABSTENTION[key.split(":")[0]] for key, v in p.items()
+                                       if key.endswith("false_abstention"))]
+    return max(allowed, key=lambda p: p["threshold"]) if allowed else curve[0]
+
+
+def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str, chinese: bool | None = None) -> float:
+    chosen = [a.labels[int(np.argmax(p))] if len(p) else False for a, p in zip(asked, predictions)
+              if a.set_name == set_name and a.answerable and chinese in (None, a.chinese)]
     return round(float(np.mean(chosen)), 4) if chosen else float("nan")
 
 
@@ -176,8 +208,10 @@ def main() -> None:
         for name, (golden, corpus, k, prefix) in SETS.items():
             asked += collect(name, golden, corpus, k, prefix, args.store_root, settings)
             print(f"{name}: {sum(1 for a in asked if a.set_name == name)} questions", flush=True)
-        golden, corpus, k, prefix = SETS["xquad-dev-en"]
-        asked += collect("xquad-dev-en-half", golden, corpus, k, prefix, args.store_root, settings, half=True)
+        for language in ("en", "zh"):  # unanswerable questions in both languages: the other half's
+            golden, corpus, k, prefix = SETS[f"xquad-dev-{language}"]
+            asked += collect(f"xquad-dev-{language}-half", golden, corpus, k, prefix, args.store_root, settings,
+                             half=True)
         cache.write_bytes(pickle.dumps(asked))
     training = [a for a in asked if a.answerable and len(a.rows)]
     if args.no_ablation:
@@ -185,6 +219,8 @@ def main() -> None:
     sets = [name for name in SETS]
     predictions = held_out(asked)
     results: dict = {"top1": {name: top1(asked, predictions, name) for name in sets}}
+    results["top1"].update({f"golden-{language}": top1(asked, predictions, "golden", language == "zh")
+                            for language in ("en", "zh")})
     similarity = FEATURES.index("similarity")
     results["top1_similarity_only"] = {
         name: round(float(np.mean([a.labels[int(np.argmax(a.rows[:, similarity]))] for a in asked
@@ -205,21 +241,9 @@ def main() -> None:
     questions = np.array([question_features(a.rows, p) for a, p in zip(asked, predictions)])
     answerable = np.array([a.answerable for a in asked])
     best = held_out_answerable(asked, questions, answerable)
-    curve = []
-    for threshold in np.round(np.arange(0.0, 1.0, 0.005), 3):
-        point = {"threshold": float(threshold)}
-        for name in sets + ["xquad-dev-en-half"]:
-            mask = np.array([a.set_name == name for a in asked])
-            if (mask & answerable).any():
-                point[f"{name}:false_abstention"] = round(float((best[mask & answerable] < threshold).mean()), 4)
-            if (mask & ~answerable).any():
-                point[f"{name}:abstention_recall"] = round(float((best[mask & ~answerable] < threshold).mean()), 4)
-        curve.append(point)
+    curve = abstention_curve(asked, best, answerable)
     results["abstention_curve"] = curve
-    allowed = [p for p in curve if all(v <= MAX_FALSE_ABSTENTION[key.split(":")[0]] for key, v in p.items()
-                                       if key.endswith("false_abstention"))]
-    chosen = max(allowed, key=lambda p: p["threshold"]) if allowed else curve[0]
-    results["abstain_below"] = chosen
+    chosen = results["abstain_below"] = operating_point(curve)
     print("abstention point:", chosen, flush=True)
 
     # What a second sentence buys: held-out fact recall and words for the share of the best one it needs.
@@ -240,13 +264,15 @@ def main() -> None:
         print("keep", keep, {k: v for k, v in point.items() if k != "keep"}, flush=True)
     results["second_sentence_trade"] = trade
 
-    sentence = fit(np.concatenate([a.rows for a in training]), np.concatenate([a.labels for a in training]))
+    sentence, chinese_sentence = fit_sentences(training)
     fitted_on = {name: sum(1 for a in training if a.set_name == name) for name in sets}
-    final = SelectionModel(sentence, fit(questions, answerable, balanced=True), chosen["threshold"],
+    fitted_on["chinese"] = sum(1 for a in training if a.chinese)
+    final = SelectionModel(sentence, chinese_sentence, fit(questions, answerable, balanced=True), chosen["threshold"],
                            {"questions": fitted_on, "sentences": int(sum(len(a.rows) for a in training)),
                             "unanswerable": int((~answerable).sum()), "script": "bench/fit_selection.py"})
     args.out.write_text(json.dumps(final.to_json(), indent=1) + "\n", encoding="utf-8")
     results["weights"] = dict(zip(FEATURES, sentence.weights.round(4).tolist()))
+    results["chinese_weights"] = dict(zip(FEATURES, chinese_sentence.weights.round(4).tolist()))
     results["answerable_weights"] = dict(zip(QUESTION_FEATURES, final.answerable.weights.round(4).tolist()))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -261,7 +287,7 @@ def _plot(curve: list[dict], path: Path, chosen: float) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for recall_set, false_set in (("golden", "golden"), ("xquad-dev-en-half", "xquad-dev-en")):
+    for recall_set, false_set in (("golden", "golden"), *((half, half.removesuffix("-half")) for half in HALF_SETS)):
         xs = [p.get(f"{false_set}:false_abstention") for p in curve]
         ys = [p.get(f"{recall_set}:abstention_recall") for p in curve]
         axis.plot(xs, ys, marker=".", label=f"{recall_set} unanswerable vs {false_set} answerable")

@@ -123,7 +123,7 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
         return abstention(asked, passages, problem)
     kept, rows = candidate_features(asked, every, store)
     model = load_model()
-    probabilities = model.probability(rows)
+    probabilities = model.probability(rows, asked.cjk)
     answerable = round(model.answerable_probability(rows, probabilities), 4)
     candidates = rank_candidates(asked, kept, rows, probabilities)
     if not candidates:
