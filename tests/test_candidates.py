@@ -13,7 +13,7 @@ def passage(text: str, start: int = 0) -> Retrieved:
 
 def test_a_lead_in_a_question_and_a_bare_term_are_not_candidates():
     text = ("The guidelines set three duties for districts:\n- Each district keeps a register of reuse connections.\n"
-            "What happens when a pipe leaks?\nReuse Steward\n")
+            "What happens when a pipe leaks?\nReuse Steward\n2. \"Grey Water Loop\"\n")
     assert [c.text for c in sentence_candidates([passage(text)])] == [
         "Each district keeps a register of reuse connections."]
 

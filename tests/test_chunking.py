@@ -127,6 +127,18 @@ def test_sentence_spans_respect_abbreviations_and_lines():
         "中文句子。", "另一句！"]
 
 
+def test_the_numbering_that_opens_a_line_is_not_a_sentence_of_its_own():
+    text = '2. "Model-Data Resonance"\nThe policy names data as the bottleneck. It grew by 2. Then more.\n' \
+           "1.1.1.(1) The Rulebook applies.\nIV. Security"
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        '2. "Model-Data Resonance"', "The policy names data as the bottleneck.", "It grew by 2.", "Then more.",
+        "1.1.1.(1) The Rulebook applies.", "IV. Security"]
+    units = sentence_units(text, "")
+    # the numbered, quoted term labels what follows it instead of being quoted as an answer
+    assert (units[0].text(text), units[0].label) == ("The policy names data as the bottleneck.",
+                                                     '2. "Model-Data Resonance"')
+
+
 def test_sentence_units_carry_their_label_and_skip_label_lines():
     text = ("V. Security & Governance\n- Tech: Anti-deepfake authentication.\n- Computing Power:\n"
             "- Push for chips: edge chips.")
