@@ -44,6 +44,14 @@ _ENTITY = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'
 _NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
 _INSTITUTION = re.compile(rf"\b({_INSTITUTION_WORDS}|Association|Company|Group|Bank)\b")
 _CAPITALISED = re.compile(r"[A-Z][\w'’]+")
+_ARTICLE = re.compile(r"(?:The|A|An)\s")
+# The word the name of some categories carries ("Peking University", "the Data Security Law", "the National Data
+# Administration"); a city or a company has no such mark, and any name the question does not hold will do.
+_LAW_MARKS = r"Law|Laws|Act|Acts|Regulations?|Rules|Code|Measures|Provisions|Ordinance|Directive"
+_BODY_MARKS = rf"{_INSTITUTION_WORDS}|Ministry|Ministries"
+_NAME_MARKS = {"universit": r"University|Universities|College|Institute|Academy|School", "agenc": _BODY_MARKS,
+               "ministr": r"Ministry|Ministries|Department|Commission|Administration|Bureau", "law": _LAW_MARKS,
+               "regulation": _LAW_MARKS, "bank": "Bank|Banks"}
 UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
           "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million|元")}
 _DEFINES = re.compile(r"^\W*(?:an? |the )?(.{2,80}?)\s+(?:is|are|means|refers to|denotes|stands for|is defined as|"
@@ -210,7 +218,9 @@ def rank_candidates(
     ):  # strict types: the answer must carry a figure/date/name
         scored = [c for c in scored if type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
-        scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)]
+        mark = next((m for stem, m in _NAME_MARKS.items() if asked.wants_name_of.startswith(stem)), None)
+        scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)
+                  and (mark is None or re.search(rf"\b(?:{mark})\b", c.text))]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
@@ -296,13 +306,16 @@ def type_fit(asked: Question, text: str, near: bool) -> float:
 
 
 def new_name(asked: Question, text: str, names: re.Pattern = _NAME_PAIR, institutions: bool = False) -> bool:
-    """A name (`names`: a run of capitalised words by default) past the start of the text, not made only of words
-    the question itself holds, and unless `institutions` no institution ("Luke Kuechly", not "Information
-    Technology" asked about, nor "Ministry of ...")."""
+    """A name (`names`: a run of capitalised words by default), not made only of words the question itself holds,
+    and unless `institutions` no institution ("Luke Kuechly", not "Information Technology" asked about, nor
+    "Ministry of ..."). At the start of the text a capital says nothing, so there it takes an article and two
+    capitalised words after it ("The South African Schools Act")."""
     asked_words = set(_CAPITALISED.findall(asked.standalone))
     for match in names.finditer(text):
-        if (match.start() > 0 and not set(_CAPITALISED.findall(match.group())) <= asked_words
-                and (institutions or not _INSTITUTION.search(match.group()))):
+        words = _CAPITALISED.findall(match.group())
+        if match.start() == 0:
+            words = words[1:] if _ARTICLE.match(match.group()) and len(words) > 2 else []
+        if words and not set(words) <= asked_words and (institutions or not _INSTITUTION.search(match.group())):
             return True
     return False
 

@@ -218,3 +218,15 @@ def test_a_glossary_definition_is_quoted_with_its_term(glossary):
     quote = result.citations[0].quote
     assert quote.startswith("Reuse Steward\n") and "keeps the register of reuse connections" in quote
     assert_citations_are_verbatim(result, glossary[1])
+
+
+def test_which_law_is_answered_by_a_sentence_that_names_one(glossary):
+    result = ask(glossary, "Which law obliges districts to keep a register of reuse connections?")
+    assert result.text.startswith("The Riverton Water Reuse Act of 2024 obliges")
+    assert_citations_are_verbatim(result, glossary[1])
+
+
+def test_which_university_abstains_when_no_sentence_names_one(glossary):
+    # the passages name bodies ("Water Office"), but no university
+    result = ask(glossary, "Which university trains the Reuse Stewards?")
+    assert result.abstained and "name of a university" in result.reason
