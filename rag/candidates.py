@@ -222,6 +222,9 @@ def rank_candidates(
         scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)
                   and (mark is None or re.search(rf"\b(?:{mark})\b", c.text))]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
+    if asked.kind == "definition":  # "What is X?": a sentence that defines X leads, however it scores
+        defining = {_key(c) for c, row in zip(kept, rows) if row[FEATURES.index("definition")]}
+        scored.sort(key=lambda c: _key(c) not in defining)
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
     elif asked.kind == "date" and not _YEAR_QUESTION.search(asked.text) and scored:
@@ -237,18 +240,20 @@ def _defined_subject(asked: Question) -> str:
     if asked.kind != "definition":
         return ""
     match = re.search(r"(?:what is|what's|what are|define|what does|meaning of|definition of|meant by)\s+(?:an? |"
-                      r"the term |the )?(.+?)(?:\s+(?:mean|stand for|refer to))?\s*[?？]?$", asked.text, re.IGNORECASE)
+                      r"the term |the )?(.+?)(?:\s+(?:mean|stand for|refer to))?\s*[?？.]?$", asked.text, re.IGNORECASE)
     return fold(match.group(1)).strip("\"'“”‘’ ") if match else ""
 
 
 def _defines(candidate: Candidate, subject: str) -> bool:
-    """The sentence defines the subject: "X is/means ...", or it sits right under the term (a glossary entry)."""
+    """The sentence defines the subject: "X is/means ...", or it opens the entry under the term (a glossary)."""
     if not subject:
         return False
     opening = _DEFINES.match(candidate.text)
-    return bool(opening and subject in fold(opening.group(1))) or (
-        bool(candidate.context) and subject == fold(bare_term(candidate.context))
-    )
+    if opening and subject in fold(opening.group(1)):
+        return True
+    first, units = min(candidate.units), candidate.passage.chunk.units
+    opens_entry = first == 0 or units[first - 1].label != candidate.context  # the sentences after it elaborate
+    return opens_entry and bool(candidate.context) and subject == fold(bare_term(candidate.context))
 
 
 def _key(candidate: Candidate) -> tuple[str, tuple[int, ...]]:

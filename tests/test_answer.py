@@ -220,6 +220,12 @@ def test_a_glossary_definition_is_quoted_with_its_term(glossary):
     assert_citations_are_verbatim(result, glossary[1])
 
 
+@pytest.mark.parametrize("question", ["Define the Quiet Hours Rule.", "What does quiet hours rule mean?"])
+def test_a_definition_question_is_answered_by_the_sentence_that_opens_the_entry(glossary, question):
+    result = ask(glossary, question)
+    assert result.text.startswith("Quiet Hours Rule: A restriction that limits pumping")
+
+
 def test_which_law_is_answered_by_a_sentence_that_names_one(glossary):
     result = ask(glossary, "Which law obliges districts to keep a register of reuse connections?")
     assert result.text.startswith("The Riverton Water Reuse Act of 2024 obliges")
