@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from rag.chunking import bare_term, is_term_line
-from rag.grounding import fold
+from rag.grounding import fold, numbers_in
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import tokenize, word_count
 from rag.questions import Question
@@ -19,7 +19,8 @@ from rag.selection import FEATURES
 from rag.store import Store
 from rag.translation import translate
 
-_NUMBER_TOKEN = re.compile(r"^\d[\d,.]*$|^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
+_NUMBER_WORD = re.compile(r"^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
+_NUMBER_TOKEN = re.compile(rf"^\d[\d,.]*$|{_NUMBER_WORD.pattern}")
 _DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|"
                    r"apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|(1[0-9]|20)\d{2}\s*年|"
                    r"\d{1,2}\s*月\s*\d{1,2}\s*日", re.IGNORECASE)
@@ -30,6 +31,7 @@ _DAY_QUESTION = re.compile(
     r"\b(on )?what (date|day)\b|\bwhich (date|day)\b|哪一?天|几月几[日号]|什么日期", re.IGNORECASE
 )
 _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
+_YEAR = re.compile(r"(1[5-9]|20)\d{2}")
 _DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
 _INSTITUTION_WORDS = ("Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
@@ -290,9 +292,10 @@ def _similarities(asked: Question, candidates: list[Candidate], store: Store, qu
 
 def type_fit(asked: Question, text: str, near: bool) -> float:
     kind = asked.kind
-    if kind == "numeric":
-        has_number = bool(_DIGIT.search(text)) or any(
-            _NUMBER_TOKEN.match(w.lower()) for w in re.findall(r"[\w,.]+", text)
+    if kind == "numeric":  # a figure the question does not already give, and not a year ("by 2027")
+        given = numbers_in(asked.text)
+        has_number = any(n not in given and not _YEAR.fullmatch(n) for n in numbers_in(text)) or any(
+            _NUMBER_WORD.match(w.lower()) for w in re.findall(r"\w+", text)
         )
         if asked.unit and not UNITS[asked.unit].search(text.lower()):
             return 0.0

@@ -1,8 +1,9 @@
 """Sentence candidates of an extractive answer, on hand-made passages: what may be quoted, and how."""
 
-from rag.candidates import sentence_candidates, with_its_term
+from rag.candidates import sentence_candidates, type_fit, with_its_term
 from rag.chunking import sentence_units
 from rag.documents import Chunk
+from rag.questions import analyse
 from rag.retrieval import Retrieved
 
 
@@ -36,3 +37,10 @@ def test_a_byline_above_a_paragraph_is_not_taken_for_a_term():
     text = "Riverton News\nThe Water Office opened two reuse circuits in the old town this spring.\n"
     candidate = sentence_candidates([passage(text)])[0]
     assert with_its_term(candidate) == candidate
+
+
+def test_a_count_is_not_answered_by_a_year_or_by_the_questions_own_figure():
+    asked = analyse("How many datasets will the 3 ministries build by 2027?")
+    assert type_fit(asked, "The plan for the 3 ministries runs until 2027.", False) == 0
+    assert type_fit(asked, "They will build 100 datasets by 2027.", False) > 0
+    assert type_fit(asked, "They will build two hundred datasets.", False) > 0
