@@ -85,11 +85,12 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
     for passage in passages:
         chunk = passage.chunk
         units = list(chunk.units)
+        headings = {fold(h).strip(" .") for h in (chunk.title, *chunk.section.split(" > ")) if h}
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)
             if (key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？", ":", "："))
-                    or is_term_line(text)):
+                    or is_term_line(text) or key.strip(" .") in headings):
                 continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
             seen.add(key)
             found.append(Candidate(passage, chunk.start + unit.start, chunk.start + unit.end, text, unit.label,

@@ -44,3 +44,12 @@ def test_a_count_is_not_answered_by_a_year_or_by_the_questions_own_figure():
     assert type_fit(asked, "The plan for the 3 ministries runs until 2027.", False) == 0
     assert type_fit(asked, "They will build 100 datasets by 2027.", False) > 0
     assert type_fit(asked, "They will build two hundred datasets.", False) > 0
+
+
+def test_the_documents_title_and_headings_are_not_candidates():
+    title = "Riverton Opens “Grey + Green” Reuse Circuits, 2 of Them"
+    text = f"{title}\nThe Water Office opened two reuse circuits in the old town this spring.\n"
+    units = tuple(sentence_units(text, ""))
+    chunk = Chunk("doc#1", "doc", text, 0, 0, len(text), title=title, units=units)
+    assert [c.text for c in sentence_candidates([Retrieved(chunk, 1.0, 1)])] == [
+        "The Water Office opened two reuse circuits in the old town this spring."]
