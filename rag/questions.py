@@ -67,7 +67,8 @@ _TYPE_PATTERNS = [
         "numeric",
         re.compile(
             r"\bhow (many|much|old|long|far|large)\b|\bwhat (number|percentage|share|proportion|"
-            r"amount)\b|\bin percent\b|多少|几个|几家|几项|比例|百分之|多大|多久|多长",
+            r"amount)\b|\bwhat (is|are|was|were) the (maximum|minimum|total|average|median)\b|\bin percent\b|"
+            r"多少|几个|几家|几项|比例|百分之|多大|多久|多长",
             re.IGNORECASE,
         ),
     ),

@@ -10,6 +10,8 @@ from rag.questions import analyse, normalise, rewrite_follow_up
     ("How many industrial datasets by 2027?", "numeric"),
     ("What percentage of firms must adopt AI?", "numeric"),
     ("What is the monetary value of each voucher?", "numeric"),
+    ("What is the maximum reward for a single project?", "numeric"),
+    ("What is the largest city of the region?", "other"),
     ("When was the plan issued?", "date"),
     ("Which ministry leads the action?", "who"),
     ("What are the four pillars?", "list"),
