@@ -13,7 +13,7 @@ from rag.chunking import bare_term, is_term_line
 from rag.grounding import fold, numbers_in
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import tokenize, word_count
-from rag.questions import Question
+from rag.questions import Question, content_terms
 from rag.retrieval import Retrieved, sentence_vectors
 from rag.selection import FEATURES
 from rag.store import Store
@@ -228,6 +228,8 @@ def rank_candidates(
     if asked.kind == "definition":  # "What is X?": a sentence that defines X leads, however it scores
         defining = {_key(c) for c, row in zip(kept, rows) if row[FEATURES.index("definition")]}
         scored.sort(key=lambda c: _key(c) not in defining)
+    elif _ASKS_ABOUT_SUBJECT.match(asked.text):  # "What must SMEs do?": a glossary entry of another term comes last
+        scored.sort(key=lambda c: _entry_of_another_term(asked, c))
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
     elif asked.kind == "date" and not _YEAR_QUESTION.search(asked.text) and scored:
@@ -236,6 +238,19 @@ def rank_candidates(
         if not _FULL_DATE.search(scored[0].text) and (dated := [c for c in close if _FULL_DATE.search(c.text)]):
             scored = dated + [c for c in scored if c not in dated]
     return scored
+
+
+# A question about what its subject does or is ("What must SMEs do?", "How will the plan ..."), not one asking for
+# the name of something ("Which phase sits between ...?"), whose answer may well be a glossary term.
+_ASKS_ABOUT_SUBJECT = re.compile(r"\s*(?:what|how)\s+(?:must|should|shall|will|would|can|could|may|do|does|did)\b",
+                                 re.IGNORECASE)
+
+
+def _entry_of_another_term(asked: Question, candidate: Candidate) -> bool:
+    """A sentence of a glossary entry whose term shares no word with the question as asked (an acronym the
+    retrieval spelt out does not count: "SMEs" is not about "Little Giant Enterprises")."""
+    asked_terms = set(content_terms(asked.text))
+    return with_its_term(candidate) != candidate and not set(tokenize(candidate.context)) & asked_terms
 
 
 def _defined_subject(asked: Question) -> str:

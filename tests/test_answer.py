@@ -226,6 +226,13 @@ def test_a_definition_question_is_answered_by_the_sentence_that_opens_the_entry(
     assert result.text.startswith("Quiet Hours Rule: A restriction that limits pumping")
 
 
+def test_a_question_about_what_its_subject_must_do_is_not_answered_by_a_glossary_entry_of_another_term(glossary):
+    # the Reuse Steward's entry names the districts too, but it is about the steward
+    result = ask(glossary, "What must districts do about leaks and reporting?")
+    assert not result.text.startswith("Reuse Steward")
+    assert "Leaks found on a district circuit are to be mended within a week" in result.text
+
+
 def test_which_law_is_answered_by_a_sentence_that_names_one(glossary):
     result = ask(glossary, "Which law obliges districts to keep a register of reuse connections?")
     assert result.text.startswith("The Riverton Water Reuse Act of 2024 obliges")
