@@ -32,7 +32,6 @@ _DAY_QUESTION = re.compile(
 )
 _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
 _YEAR = re.compile(r"(1[5-9]|20)\d{2}")
-_DIGIT = re.compile(r"(?<![A-Za-z])\d")  # a figure, also inside unspaced Chinese text ("不得高于1.25")
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
 _INSTITUTION_WORDS = ("Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
                       "Institute|Office|Fund|Center|Centre|Committee|Board|Court")
@@ -226,10 +225,12 @@ def rank_candidates(
                   and (mark is None or re.search(rf"\b(?:{mark})\b", c.text))]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if asked.kind == "definition":  # "What is X?": a sentence that defines X leads, however it scores
-        defining = {_key(c) for c, row in zip(kept, rows) if row[FEATURES.index("definition")]}
+        definition = FEATURES.index("definition")
+        defining = {_key(c) for c, row in zip(kept, rows) if row[definition]}
         scored.sort(key=lambda c: _key(c) not in defining)
     elif _ASKS_ABOUT_SUBJECT.match(asked.text):  # "What must SMEs do?": a glossary entry of another term comes last
-        scored.sort(key=lambda c: _entry_of_another_term(asked, c))
+        asked_terms = set(content_terms(asked.text))
+        scored.sort(key=lambda c: _entry_of_another_term(asked_terms, c))
     if _DAY_QUESTION.search(asked.text) and any(_FULL_DATE.search(c.text) for c in scored):
         scored = [c for c in scored if _FULL_DATE.search(c.text)]  # "on what date": a day, not a year
     elif asked.kind == "date" and not _YEAR_QUESTION.search(asked.text) and scored:
@@ -246,10 +247,9 @@ _ASKS_ABOUT_SUBJECT = re.compile(r"\s*(?:what|how)\s+(?:must|should|shall|will|w
                                  re.IGNORECASE)
 
 
-def _entry_of_another_term(asked: Question, candidate: Candidate) -> bool:
-    """A sentence of a glossary entry whose term shares no word with the question as asked (an acronym the
-    retrieval spelt out does not count: "SMEs" is not about "Little Giant Enterprises")."""
-    asked_terms = set(content_terms(asked.text))
+def _entry_of_another_term(asked_terms: set[str], candidate: Candidate) -> bool:
+    """A sentence of a glossary entry whose term shares no word with the question's terms as asked (an acronym
+    the retrieval spelt out does not count: "SMEs" is not about "Little Giant Enterprises")."""
     return with_its_term(candidate) != candidate and not set(tokenize(candidate.context)) & asked_terms
 
 

@@ -155,8 +155,9 @@ def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
 
 _BULLET = re.compile(r"^[-•*]\s+")
 # The numbering that opens a line or a numbered heading ("2.", "1.2.1.", "IV.", "(a)"): not a sentence of its own.
-_ENUMERATOR_DOT = re.compile(r"[ \t]*(?:\d{1,3}(?:\.\d{1,3})*|[IVXLC]{1,6})\.")
-_ENUMERATOR = re.compile(r"^(?:\(?(?:\d{1,3}(?:\.\d{1,3})*|[IVXLC]{1,6}|[a-z])[.)])\s+")
+_NUMBERING = r"\d{1,3}(?:\.\d{1,3})*|[IVXLC]{1,6}"
+_ENUMERATOR_DOT = re.compile(rf"[ \t]*(?:{_NUMBERING})\.")
+_ENUMERATOR = re.compile(rf"^(?:\(?(?:{_NUMBERING}|[a-z])[.)])\s+")
 # A term on a line of its own, as in a glossary ("Pilot-Scale Verification" above its definition): a few
 # capitalised words, no sentence punctuation.
 _TERM_LINE = re.compile(r"^(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|with|&)(?:\s+(?:[A-Z(][\w'’()&/-]*|of|and|"
