@@ -28,12 +28,20 @@ sys.path.insert(0, str(ROOT))
 
 from rag.answer import retrieve  # noqa: E402
 from rag.candidates import candidate_features, sentence_candidates  # noqa: E402
-from rag.embedding import embedders  # noqa: E402
+from rag.embedding import embedders, second_opinion_reader  # noqa: E402
 from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
 from rag.grounding import fold  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.questions import analyse  # noqa: E402
-from rag.selection import FEATURES, QUESTION_FEATURES, Logistic, SelectionModel, question_features  # noqa: E402
+from rag.selection import (  # noqa: E402
+    FEATURES,
+    QUESTION_FEATURES,
+    SECOND_OPINION_DEPTH,
+    Logistic,
+    SelectionModel,
+    question_features,
+    reweighed,
+)
 from rag.settings import load_settings  # noqa: E402
 from rag.store import Store  # noqa: E402
 from rag.suite import half_corpus, store_dir  # noqa: E402
@@ -64,6 +72,7 @@ class Asked:
     labels: np.ndarray
     kind: str
     chinese: bool  # asked in Chinese: its sentences are chosen by the Chinese model
+    question: str = ""  # as analysed (its standalone form): what the second opinion reads
 
 
 def _positive(text: str, evidence: tuple[str, ...]) -> bool:
@@ -98,7 +107,7 @@ def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_ro
             doc = doc or next((t for t in question.tags[1:2] if half), None)
             doc = doc or (kept[0].passage.chunk.doc_id if kept else question.id)
             found.append(Asked(name, f"{prefix}:{doc}", answerable, question.key_facts, [c.text for c in kept], rows,
-                               labels, asked.kind, asked.cjk))
+                               labels, asked.kind, asked.cjk, asked.standalone))
         return found
     finally:
         store.close()
@@ -181,11 +190,50 @@ def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str, chine
     return round(float(np.mean(chosen)), 4) if chosen else float("nan")
 
 
-def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int) -> list[str]:
-    order = np.argsort(-probabilities)
-    chosen = [order[0]]
-    for n in order[1:limit]:
-        if probabilities[n] >= keep * probabilities[order[0]]:
+SECOND_OPINION_WEIGHTS = (0, 10, 20, 40, 60, 80, 120, 160, 240, 400, 1000)
+
+
+def second_opinions(asked: list[Asked], predictions: list[np.ndarray], reader) -> tuple[dict[int, int], float]:
+    """The lead candidate of each Chinese question once the second model has read its held-out best ones, each
+    fold with the weight that does best on the other folds (top-1), and the weight that does best on all."""
+    heads, cosines = {}, {}
+    for n, (a, p) in enumerate(zip(asked, predictions)):
+        if a.chinese and len(p) > 1:
+            heads[n] = np.argsort(-p, kind="stable")[:SECOND_OPINION_DEPTH]
+            cosines[n] = reader.embed_passages([a.texts[m] for m in heads[n]]) @ reader.embed_query(a.question)
+
+    def lead(n: int, weight: float) -> int:
+        return int(np.argmax(reweighed(predictions[n], heads[n], cosines[n], weight)))
+
+    def best_weight(numbers: list[int]) -> float:
+        scored = [(np.mean([asked[n].labels[lead(n, w)] for n in numbers]), -w) for w in SECOND_OPINION_WEIGHTS]
+        return -max(scored)[1]
+
+    fold_of = _folds(asked)
+    answerable = [n for n in heads if asked[n].answerable]
+    leaders = {}
+    for part in range(FOLDS):
+        weight = best_weight([n for n in answerable if fold_of[asked[n].group] != part])
+        leaders.update({n: lead(n, weight) for n in heads if fold_of[asked[n].group] == part})
+    return leaders, best_weight(answerable)
+
+
+def top1_led(asked: list[Asked], predictions: list[np.ndarray], leaders: dict[int, int], set_name: str) -> float:
+    """Top-1 of a set's Chinese questions with the second opinion's lead."""
+    chosen = [a.labels[leaders.get(n, int(np.argmax(p)))] if len(p) else False
+              for n, (a, p) in enumerate(zip(asked, predictions))
+              if a.set_name == set_name and a.answerable and a.chinese]
+    return round(float(np.mean(chosen)), 4) if chosen else float("nan")
+
+
+def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int, lead: int | None = None) -> list[str]:
+    """As the answerer composes: the lead (the best, or the second opinion's), then the next best while they come
+    within `keep` of the lead's probability."""
+    order = [n for n in np.argsort(-probabilities) if n != lead]
+    first = order.pop(0) if lead is None else lead
+    chosen = [first]
+    for n in order[:limit - 1]:
+        if probabilities[n] >= keep * probabilities[first]:
             chosen.append(n)
     return [texts[n] for n in chosen]
 
@@ -227,6 +275,12 @@ def main() -> None:
                                    if a.set_name == name and a.answerable and len(a.rows)] or [0])), 4)
         for name in sets}
     print("held-out top-1:", results["top1"], "similarity alone:", results["top1_similarity_only"], flush=True)
+    reader = second_opinion_reader(settings)
+    leaders, opinion_weight = second_opinions(asked, predictions, reader) if reader else ({}, 0.0)
+    results["second_opinion"] = {"weight": opinion_weight, **{
+        f"top1_{when}": {name: top1_led(asked, predictions, led, name) for name in ("golden", "xquad-dev-zh")}
+        for when, led in (("before", {}), ("after", leaders))}}
+    print("second opinion on Chinese questions:", results["second_opinion"], flush=True)
     results["ablation"] = {}
     for n, feature in enumerate(FEATURES):
         if feature not in FEATURES_TO_ABLATE:
@@ -252,10 +306,10 @@ def main() -> None:
         point = {"keep": keep}
         for name in ("golden", "xquad-dev-en", "xquad-dev-zh"):
             recalls, words = [], []
-            for a, p in zip(asked, predictions):
+            for n, (a, p) in enumerate(zip(asked, predictions)):
                 if a.set_name != name or not a.answerable or not a.key_facts or not len(p):
                     continue
-                text = " ".join(compose(a.texts, p, keep, 4 if a.kind in ("list", "summary") else 2))
+                text = " ".join(compose(a.texts, p, keep, 4 if a.kind in ("list", "summary") else 2, leaders.get(n)))
                 recalls.append(np.mean([fact_found(f, text) for f in a.key_facts]))
                 words.append(len(text.split()))
             point[name] = {"fact_recall_of_answered": round(float(np.mean(recalls)), 4),
@@ -269,7 +323,8 @@ def main() -> None:
     fitted_on["chinese"] = sum(1 for a in training if a.chinese)
     final = SelectionModel(sentence, chinese_sentence, fit(questions, answerable, balanced=True), chosen["threshold"],
                            {"questions": fitted_on, "sentences": int(sum(len(a.rows) for a in training)),
-                            "unanswerable": int((~answerable).sum()), "script": "bench/fit_selection.py"})
+                            "unanswerable": int((~answerable).sum()), "script": "bench/fit_selection.py"},
+                           opinion_weight)
     args.out.write_text(json.dumps(final.to_json(), indent=1) + "\n", encoding="utf-8")
     results["weights"] = dict(zip(FEATURES, sentence.weights.round(4).tolist()))
     results["chinese_weights"] = dict(zip(FEATURES, chinese_sentence.weights.round(4).tolist()))

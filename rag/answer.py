@@ -22,11 +22,12 @@ from rag.candidates import (
 )
 from rag.chunking import is_term_line, without_bullet
 from rag.documents import Answer, Citation, Filters
+from rag.embedding import second_opinion_reader
 from rag.grounding import check_answer
 from rag.lexical import tokenize
 from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.retrieval import RetrievalResult, Retrieved, search
-from rag.selection import load_model
+from rag.selection import load_model, second_opinion
 from rag.settings import Settings
 from rag.store import Store
 
@@ -125,7 +126,11 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     model = load_model()
     probabilities = model.probability(rows, asked.cjk)
     answerable = round(model.answerable_probability(rows, probabilities), 4)
-    candidates = rank_candidates(asked, kept, rows, probabilities)
+    leader = None
+    if asked.cjk and len(kept) > 1 and (reader := second_opinion_reader(settings)):
+        leader = second_opinion(asked.standalone, [c.text for c in kept], probabilities, reader,
+                                model.second_opinion_weight)
+    candidates = rank_candidates(asked, kept, rows, probabilities, leader)
     if not candidates:
         wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
                   or (f"the name of a {asked.wants_name_of}" if asked.wants_name_of else "a person's name"))

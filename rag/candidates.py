@@ -209,9 +209,10 @@ def candidate_features(
 
 
 def rank_candidates(
-    asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray
+    asked: Question, kept: list[Candidate], rows: np.ndarray, probabilities: np.ndarray, leader: int | None = None
 ) -> list[Candidate]:
-    """The candidates with their probability of holding the answer, best first."""
+    """The candidates with their probability of holding the answer, best first (`leader`, the index of one in
+    `kept`, first of all when the rules of the question's type leave it in: rag.selection.second_opinion)."""
     figure = FEATURES.index("figure_for_noun")
     scored = [replace(c, support=round(float(p), 4), has_number_for_noun=bool(row[figure]))
               for c, p, row in zip(kept, probabilities, rows)]
@@ -224,6 +225,8 @@ def rank_candidates(
         scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)
                   and (mark is None or re.search(rf"\b(?:{mark})\b", c.text))]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
+    if leader is not None:
+        scored.sort(key=lambda c: _key(c) != _key(kept[leader]))
     if asked.kind == "definition":  # "What is X?": a sentence that defines X leads, however it scores
         definition = FEATURES.index("definition")
         defining = {_key(c) for c, row in zip(kept, rows) if row[definition]}

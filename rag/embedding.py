@@ -161,6 +161,14 @@ def multilingual_embedder(settings: Settings) -> Embedder | None:
         return _cached_multilingual(settings.multilingual_model)
 
 
+def second_opinion_reader(settings: Settings) -> Embedder | None:
+    """The model that re-reads a Chinese question's best sentences (rag.selection.second_opinion), or None."""
+    if settings.second_opinion_model == "none":
+        return None
+    with _load_lock:
+        return _cached_multilingual(settings.second_opinion_model)
+
+
 class LazyEmbedder:
     """An embedder that loads on first use. Its `name` is known before, so a store can be opened, checked
     and found unchanged without a model: `rag docs`, `rag remove` and a no-change ingest load none, and an

@@ -130,6 +130,8 @@ class SelectionModel:
     answerable: Logistic  # P(the passages answer the question), from its candidates
     abstain_below: float  # the calibrated answerable probability under which the answer abstains
     fitted_on: dict
+    # How much a second multilingual model's reading counts in choosing a Chinese question's lead (`second_opinion`)
+    second_opinion_weight: float = 0.0
 
     def probability(self, rows: np.ndarray, chinese_question: bool) -> np.ndarray:
         return (self.chinese_sentence if chinese_question else self.sentence).probability(rows)
@@ -141,14 +143,42 @@ class SelectionModel:
         return {"sentence": self.sentence.to_json(FEATURES),
                 "chinese_sentence": self.chinese_sentence.to_json(FEATURES),
                 "answerable": self.answerable.to_json(QUESTION_FEATURES),
-                "abstain_below": round(self.abstain_below, 4), "fitted_on": self.fitted_on}
+                "abstain_below": round(self.abstain_below, 4),
+                "second_opinion_weight": round(self.second_opinion_weight, 4), "fitted_on": self.fitted_on}
 
 
 def model_from_json(record: dict, where: str = "selection model") -> SelectionModel:
     return SelectionModel(_logistic(record["sentence"], FEATURES, where),
                           _logistic(record["chinese_sentence"], FEATURES, where),
                           _logistic(record["answerable"], QUESTION_FEATURES, where),
-                          float(record["abstain_below"]), record.get("fitted_on", {}))
+                          float(record["abstain_below"]), record.get("fitted_on", {}),
+                          float(record.get("second_opinion_weight", 0.0)))
+
+
+# How many of a Chinese question's best candidates the second model reads: 3, 5, 10 and 20 chose the same sentence
+# about as often (xquad-dev Chinese), and each sentence read costs about 6 ms.
+SECOND_OPINION_DEPTH = 5
+
+
+def second_opinion(question: str, texts: list[str], probabilities: np.ndarray, reader, weight: float) -> int:
+    """Which candidate leads a Chinese question's answer once a second multilingual model (`reader`:
+    embed_query / embed_passages) has read the best SECOND_OPINION_DEPTH, with other eyes than the first:
+    the best of logit(p) + weight * (its cosine - the best of their cosines). Only the lead changes; whether
+    a runner-up joins it is still the first model's call (re-weighed, the runners-up would fall so far
+    behind that answers lost their second sentence: golden Chinese fact recall 0.694 -> 0.649 held out)."""
+    head = np.argsort(-probabilities, kind="stable")[:SECOND_OPINION_DEPTH]
+    if weight == 0 or len(head) < 2:
+        return int(head[0]) if len(head) else 0
+    cosines = reader.embed_passages([texts[n] for n in head]) @ reader.embed_query(question)
+    return int(np.argmax(reweighed(probabilities, head, cosines, weight)))
+
+
+def reweighed(probabilities: np.ndarray, head: np.ndarray, cosines: np.ndarray, weight: float) -> np.ndarray:
+    clipped = np.clip(probabilities[head], 1e-6, 1 - 1e-6)
+    logits = np.log(clipped / (1 - clipped)) + weight * (cosines - cosines.max())
+    found = probabilities.astype(float).copy()
+    found[head] = 1.0 / (1.0 + np.exp(-logits))
+    return found
 
 
 @lru_cache(maxsize=4)

