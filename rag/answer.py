@@ -125,12 +125,11 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     kept, rows = candidate_features(asked, every, store)
     model = load_model()
     probabilities = model.probability(rows, asked.cjk)
-    answerable = round(model.answerable_probability(rows, probabilities), 4)
-    leader = None
-    if asked.cjk and len(kept) > 1 and (reader := second_opinion_reader(settings)):
-        leader = second_opinion(asked.standalone, [c.text for c in kept], probabilities, reader,
-                                model.second_opinion_weight)
-    candidates = rank_candidates(asked, kept, rows, probabilities, leader)
+    reader = second_opinion_reader(settings) if asked.cjk and kept else None
+    opinion = (second_opinion(asked.standalone, [c.text for c in kept], probabilities, reader,
+                              model.second_opinion_weight) if reader else None)
+    answerable = round(model.answerable_probability(rows, probabilities, opinion.cosine if opinion else None), 4)
+    candidates = rank_candidates(asked, kept, rows, probabilities, opinion.lead if opinion else None)
     if not candidates:
         wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
                   or (f"the name of a {asked.wants_name_of}" if asked.wants_name_of else "a person's name"))

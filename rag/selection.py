@@ -64,12 +64,16 @@ QUESTION_FEATURES = (
     "kind_definition",
     "kind_condition",
     "kind_summary",
+    # A Chinese question: the second model's best cosine among the candidates it read, less its median on the
+    # answerable Chinese questions of the fit; 0 (as typical) for a question it did not read.
+    "second_opinion_cosine",
 )
 MODEL_PATH = Path(__file__).with_name("selection.json")
 
 
-def question_features(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """One row of QUESTION_FEATURES from a question's candidate rows (FEATURES) and their probabilities."""
+def question_features(rows: np.ndarray, probabilities: np.ndarray, second_opinion_cosine: float = 0.0) -> np.ndarray:
+    """One row of QUESTION_FEATURES from a question's candidate rows (FEATURES), their probabilities and the
+    second opinion's best cosine as far from the typical one (0: not read, or typical)."""
     if len(rows) == 0:
         return np.zeros(len(QUESTION_FEATURES))
     column = {name: rows[:, n] for n, name in enumerate(FEATURES)}
@@ -84,6 +88,7 @@ def question_features(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray
         "best_heading_terms": column["heading_terms"].max(),
         "best_type_fit": max(column[f"type_fit_{kind}"].max() for kind in ("numeric", "date", "who", "list")),
         "log_candidates": np.log1p(len(rows)),
+        "second_opinion_cosine": second_opinion_cosine,
         **{
             name: column[name][0]
             for name in QUESTION_FEATURES
@@ -91,6 +96,11 @@ def question_features(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray
         },
     }
     return np.asarray([values[name] for name in QUESTION_FEATURES], dtype=float)
+
+
+def read_multilingual(rows: np.ndarray) -> bool:
+    """Most of the question's candidates were scored by the multilingual model (question or passages Chinese)."""
+    return len(rows) > 0 and float(rows[:, FEATURES.index("multilingual_similarity")].mean()) > 0.5
 
 
 @dataclass(frozen=True)
@@ -127,32 +137,45 @@ class SelectionModel:
     # reach English text through a dictionary, so the signals weigh otherwise (held out, it picks better for them
     # and the English questions lose nothing by keeping the Chinese ones in theirs).
     chinese_sentence: Logistic
-    answerable: Logistic  # P(the passages answer the question), from its candidates
+    # P(the passages answer the question), from its candidates: one for questions read by the main model, one for
+    # those read by the multilingual ones (a Chinese question, or passages in Chinese: `read_multilingual`).
+    answerable: Logistic
+    multilingual_answerable: Logistic
     abstain_below: float  # the calibrated answerable probability under which the answer abstains
+    # How much a second multilingual model's reading counts in choosing a Chinese question's lead (`second_opinion`),
+    # and the median of its best cosine on the answerable Chinese questions of the fit.
+    second_opinion_weight: float
+    second_opinion_typical: float
     fitted_on: dict
-    # How much a second multilingual model's reading counts in choosing a Chinese question's lead (`second_opinion`)
-    second_opinion_weight: float = 0.0
 
     def probability(self, rows: np.ndarray, chinese_question: bool) -> np.ndarray:
         return (self.chinese_sentence if chinese_question else self.sentence).probability(rows)
 
-    def answerable_probability(self, rows: np.ndarray, probabilities: np.ndarray) -> float:
-        return float(self.answerable.probability(question_features(rows, probabilities))[0])
+    def answerable_probability(self, rows: np.ndarray, probabilities: np.ndarray,
+                               second_opinion_cosine: float | None = None) -> float:
+        """`second_opinion_cosine`: the second model's best cosine (`Opinion.cosine`), None when it did not read
+        the question (an English question, or the model turned off), which then counts as typical."""
+        offset = 0.0 if second_opinion_cosine is None else second_opinion_cosine - self.second_opinion_typical
+        model = self.multilingual_answerable if read_multilingual(rows) else self.answerable
+        return float(model.probability(question_features(rows, probabilities, offset))[0])
 
     def to_json(self) -> dict:
         return {"sentence": self.sentence.to_json(FEATURES),
                 "chinese_sentence": self.chinese_sentence.to_json(FEATURES),
                 "answerable": self.answerable.to_json(QUESTION_FEATURES),
+                "multilingual_answerable": self.multilingual_answerable.to_json(QUESTION_FEATURES),
                 "abstain_below": round(self.abstain_below, 4),
-                "second_opinion_weight": round(self.second_opinion_weight, 4), "fitted_on": self.fitted_on}
+                "second_opinion_weight": round(self.second_opinion_weight, 4),
+                "second_opinion_typical": round(self.second_opinion_typical, 4), "fitted_on": self.fitted_on}
 
 
 def model_from_json(record: dict, where: str = "selection model") -> SelectionModel:
     return SelectionModel(_logistic(record["sentence"], FEATURES, where),
                           _logistic(record["chinese_sentence"], FEATURES, where),
                           _logistic(record["answerable"], QUESTION_FEATURES, where),
-                          float(record["abstain_below"]), record.get("fitted_on", {}),
-                          float(record.get("second_opinion_weight", 0.0)))
+                          _logistic(record["multilingual_answerable"], QUESTION_FEATURES, where),
+                          float(record["abstain_below"]), float(record["second_opinion_weight"]),
+                          float(record["second_opinion_typical"]), record.get("fitted_on", {}))
 
 
 # How many of a Chinese question's best candidates the second model reads: 3, 5, 10 and 20 chose the same sentence
@@ -160,17 +183,21 @@ def model_from_json(record: dict, where: str = "selection model") -> SelectionMo
 SECOND_OPINION_DEPTH = 5
 
 
-def second_opinion(question: str, texts: list[str], probabilities: np.ndarray, reader, weight: float) -> int:
+@dataclass(frozen=True)
+class Opinion:
+    lead: int  # the candidate that leads the answer (its index)
+    cosine: float  # the second model's best cosine among the candidates it read (a QUESTION_FEATURES signal)
+
+
+def second_opinion(question: str, texts: list[str], probabilities: np.ndarray, reader, weight: float) -> Opinion:
     """Which candidate leads a Chinese question's answer once a second multilingual model (`reader`:
     embed_query / embed_passages) has read the best SECOND_OPINION_DEPTH, with other eyes than the first:
     the best of logit(p) + weight * (its cosine - the best of their cosines). Only the lead changes; whether
     a runner-up joins it is still the first model's call (re-weighed, the runners-up would fall so far
     behind that answers lost their second sentence: golden Chinese fact recall 0.694 -> 0.649 held out)."""
     head = np.argsort(-probabilities, kind="stable")[:SECOND_OPINION_DEPTH]
-    if weight == 0 or len(head) < 2:
-        return int(head[0]) if len(head) else 0
     cosines = reader.embed_passages([texts[n] for n in head]) @ reader.embed_query(question)
-    return int(np.argmax(reweighed(probabilities, head, cosines, weight)))
+    return Opinion(int(np.argmax(reweighed(probabilities, head, cosines, weight))), float(cosines.max()))
 
 
 def reweighed(probabilities: np.ndarray, head: np.ndarray, cosines: np.ndarray, weight: float) -> np.ndarray:

@@ -82,6 +82,14 @@ def test_questions_in_chinese_and_english_are_answered_and_cited_verbatim(store,
     assert fact in cited(store, question).text
 
 
+def test_without_the_second_opinion_a_chinese_question_is_still_answered(store):
+    opened, settings = store
+    without = settings.model_copy(update={"second_opinion_model": "none"})
+    result = answer("数据中心应当在每年几月几日前报送能耗数据？", without, store=opened)
+    assert not result.abstained, result.text
+    assert "3月31日" in result.text
+
+
 @pytest.mark.parametrize("question, evidence", [
     ("What is the maximum PUE for new data centres?", "不得高于1.25"),
     ("By what date must data centre operators submit last year's energy data?", "每年3月31日前"),
