@@ -114,6 +114,13 @@ _ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|
                               r"manufacturers?|universit(?:y|ies)|agenc(?:y|ies)|ministry|ministries|law|laws|act|"
                               r"regulation|regulations|licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|partners?|"
                               r"institutions?)\b", re.IGNORECASE)
+# The same asked in Chinese ("哪些省份", "哪家公司", "什么大学"), by the English word of its category.
+_CHINESE_ENTITY_QUESTION = re.compile(r"(?:哪(?:个|座|家|支|所|些|一个|一座|一家|一支|一所)?|什么)(城市|省份|省|国家|公司|车企|"
+                                      r"大学|学校|球队|法律|法案|法规|银行|机构|组织)")
+_CHINESE_CATEGORIES = {"城市": "city", "省份": "province", "省": "province", "国家": "country", "公司": "company",
+                       "车企": "company", "大学": "university", "学校": "university", "球队": "team", "法律": "law",
+                       "法案": "law", "法规": "regulation", "银行": "bank", "机构": "institution",
+                       "组织": "organization"}
 _PERSON_QUESTION = re.compile(r"\bwho (is|was) the\b|\bwhich person\b|\bname of the (minister|director|head)\b|"
                               r"\b(minister|chairman|director|head|official) who\b|哪位", re.IGNORECASE)
 
@@ -166,7 +173,16 @@ def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000)
     return Question(text, standalone, kind, tuple(content_terms(standalone)), tuple(required_terms(text)), unit,
                     counted[-1] if counted else None, has_cjk(text), tuple(counted[:-1]),
                     bool(_PERSON_QUESTION.search(standalone)), injection_rules(text),
-                    entity.group(1).lower() if (entity := _ENTITY_QUESTION.search(standalone)) else None)
+                    _category_asked(standalone))
+
+
+def _category_asked(text: str) -> str | None:
+    """What kind of name the question asks for ("city" for "In which city ..." and for "在哪个城市"), if any."""
+    if entity := _ENTITY_QUESTION.search(text):
+        return entity.group(1).lower()
+    if entity := _CHINESE_ENTITY_QUESTION.search(text):
+        return _CHINESE_CATEGORIES[entity.group(1)]
+    return None
 
 
 def question_type(text: str) -> str:

@@ -67,3 +67,16 @@ def test_follow_ups_carry_the_previous_key_terms():
         "When was it issued (Special Action)?"
     long_own_question = "Which ministries issued the Implementation Opinions on industrial datasets?"
     assert rewrite_follow_up(long_own_question, ("What are the targets?",)) == long_own_question
+
+
+@pytest.mark.parametrize("question, category", [
+    ("In which city will the centre be built?", "city"),
+    ("Which Chinese chipmakers are to supply the chips?", "chipmakers"),
+    ("先进智能算力设施将布局在哪些省份？", "province"),
+    ("文件点名了哪些车企开展自动驾驶道路试点？", "company"),
+    ("哪所大学培养了这位教授？", "university"),
+    ("What must SMEs do?", None),
+    ("数据中心应当在每年几月几日前报送能耗数据？", None),
+])
+def test_a_question_for_a_named_instance_of_a_category_says_which_in_either_language(question, category):
+    assert analyse(question).wants_name_of == category
