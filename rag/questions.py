@@ -115,8 +115,8 @@ _ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|
                               r"regulation|regulations|licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|partners?|"
                               r"institutions?)\b", re.IGNORECASE)
 # The same asked in Chinese ("哪些省份", "哪家公司", "什么大学"), by the English word of its category.
-_CHINESE_ENTITY_QUESTION = re.compile(r"(?:哪(?:个|座|家|支|所|些|一个|一座|一家|一支|一所)?|什么)(城市|省份|省|国家|公司|车企|"
-                                      r"大学|学校|球队|法律|法案|法规|银行|机构|组织)")
+_CHINESE_ENTITY_QUESTION = re.compile(r"(?:哪(?:个|座|家|支|所|些|一个|一座|一家|一支|一所)?|什么)"
+                                      r"(城市|省份|省|国家|公司|车企|大学|学校|球队|法律|法案|法规|银行|机构|组织)")
 _CHINESE_CATEGORIES = {"城市": "city", "省份": "province", "省": "province", "国家": "country", "公司": "company",
                        "车企": "company", "大学": "university", "学校": "university", "球队": "team", "法律": "law",
                        "法案": "law", "法规": "regulation", "银行": "bank", "机构": "institution",
