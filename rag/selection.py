@@ -2,7 +2,9 @@
 
 The answerer computes one row of `FEATURES` per candidate sentence (rag.candidates); the sentence model turns it
 into the probability that the sentence holds the answer, and the answerable model turns the best candidates'
-figures (`question_features`) into the probability that the passages answer the question at all. The weights
+figures (`question_features`) into the probability that the passages answer the question at all; a second
+multilingual model's reading of a Chinese question's best candidates (`second_opinion`) chooses the lead and
+joins those figures. The weights
 come from `bench/fit_selection.py` (`make fit`), fitted on the dev sets with folds held out by document, and are
 stored beside this module in `selection.json`; nothing here was set by hand. Evaluating the model needs numpy only.
 """
@@ -179,7 +181,7 @@ def model_from_json(record: dict, where: str = "selection model") -> SelectionMo
 
 
 # How many of a Chinese question's best candidates the second model reads: 3, 5, 10 and 20 chose the same sentence
-# about as often (xquad-dev Chinese), and each sentence read costs about 6 ms.
+# about as often (xquad-dev Chinese), and each sentence read costs about 20 ms (a short one 6 ms) on two cores.
 SECOND_OPINION_DEPTH = 5
 
 
