@@ -90,6 +90,7 @@ bench: setup
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/backends.py
 	$(BIN)/python bench/chinese_retrieval.py
+	$(BIN)/python bench/second_opinion.py
 	$(BIN)/python bench/fit_chinese_fusion.py --cached
 	$(BIN)/python bench/scale.py --sizes $(SCALE_SIZES) --engines $(SCALE_ENGINES)
 	$(BIN)/python bench/api_load.py
