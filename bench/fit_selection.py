@@ -36,12 +36,12 @@ from rag.questions import analyse  # noqa: E402
 from rag.selection import (  # noqa: E402
     FEATURES,
     QUESTION_FEATURES,
-    SECOND_OPINION_DEPTH,
     Logistic,
     SelectionModel,
+    leading,
     question_features,
     read_multilingual,
-    reweighed,
+    second_reading,
 )
 from rag.settings import load_settings  # noqa: E402
 from rag.store import Store  # noqa: E402
@@ -73,7 +73,7 @@ class Asked:
     labels: np.ndarray
     kind: str
     chinese: bool  # asked in Chinese: its sentences are chosen by the Chinese model
-    question: str = ""  # as analysed (its standalone form): what the second opinion reads
+    question: str  # as analysed (its standalone form): what the second opinion reads
 
 
 def _positive(text: str, evidence: tuple[str, ...]) -> bool:
@@ -197,8 +197,11 @@ def operating_point(curve: list[dict]) -> dict:
     return max(allowed, key=lambda p: p["threshold"]) if allowed else curve[0]
 
 
-def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str, chinese: bool | None = None) -> float:
-    chosen = [a.labels[int(np.argmax(p))] if len(p) else False for a, p in zip(asked, predictions)
+def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str, chinese: bool | None = None,
+         leaders: dict[int, int] | None = None) -> float:
+    """Held-out top-1 of a set's answerable questions (of one language, if given), led by `leaders` where given."""
+    chosen = [a.labels[(leaders or {}).get(n, int(np.argmax(p)))] if len(p) else False
+              for n, (a, p) in enumerate(zip(asked, predictions))
               if a.set_name == set_name and a.answerable and chinese in (None, a.chinese)]
     return round(float(np.mean(chosen)), 4) if chosen else float("nan")
 
@@ -214,11 +217,10 @@ def second_opinions(asked: list[Asked], predictions: list[np.ndarray],
     heads, cosines = {}, {}
     for n, (a, p) in enumerate(zip(asked, predictions)):
         if a.chinese and len(p):
-            heads[n] = np.argsort(-p, kind="stable")[:SECOND_OPINION_DEPTH]
-            cosines[n] = reader.embed_passages([a.texts[m] for m in heads[n]]) @ reader.embed_query(a.question)
+            heads[n], cosines[n] = second_reading(a.question, a.texts, p, reader)
 
     def lead(n: int, weight: float) -> int:
-        return int(np.argmax(reweighed(predictions[n], heads[n], cosines[n], weight)))
+        return leading(predictions[n], heads[n], cosines[n], weight)
 
     def best_weight(numbers: list[int]) -> float:
         scored = [(np.mean([asked[n].labels[lead(n, w)] for n in numbers]), -w) for w in SECOND_OPINION_WEIGHTS]
@@ -231,14 +233,6 @@ def second_opinions(asked: list[Asked], predictions: list[np.ndarray],
         weight = best_weight([n for n in answerable if fold_of[asked[n].group] != part])
         leaders.update({n: lead(n, weight) for n in heads if fold_of[asked[n].group] == part})
     return leaders, best_weight(answerable), {n: float(found.max()) for n, found in cosines.items()}
-
-
-def top1_led(asked: list[Asked], predictions: list[np.ndarray], leaders: dict[int, int], set_name: str) -> float:
-    """Top-1 of a set's Chinese questions with the second opinion's lead."""
-    chosen = [a.labels[leaders.get(n, int(np.argmax(p)))] if len(p) else False
-              for n, (a, p) in enumerate(zip(asked, predictions))
-              if a.set_name == set_name and a.answerable and a.chinese]
-    return round(float(np.mean(chosen)), 4) if chosen else float("nan")
 
 
 def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int, lead: int | None = None) -> list[str]:
@@ -293,7 +287,7 @@ def main() -> None:
     reader = second_opinion_reader(settings)
     leaders, opinion_weight, opinion_cosines = second_opinions(asked, predictions, reader) if reader else ({}, 0.0, {})
     results["second_opinion"] = {"weight": opinion_weight, **{
-        f"top1_{when}": {name: top1_led(asked, predictions, led, name) for name in ("golden", "xquad-dev-zh")}
+        f"top1_{when}": {name: top1(asked, predictions, name, True, led) for name in ("golden", "xquad-dev-zh")}
         for when, led in (("before", {}), ("after", leaders))}}
     print("second opinion on Chinese questions:", results["second_opinion"], flush=True)
     results["ablation"] = {}

@@ -197,9 +197,18 @@ def second_opinion(question: str, texts: list[str], probabilities: np.ndarray, r
     the best of logit(p) + weight * (its cosine - the best of their cosines). Only the lead changes; whether
     a runner-up joins it is still the first model's call (re-weighed, the runners-up would fall so far
     behind that answers lost their second sentence: golden Chinese fact recall 0.694 -> 0.649 held out)."""
+    head, cosines = second_reading(question, texts, probabilities, reader)
+    return Opinion(leading(probabilities, head, cosines, weight), float(cosines.max()))
+
+
+def second_reading(question: str, texts: list[str], probabilities: np.ndarray, reader) -> tuple[np.ndarray, np.ndarray]:
+    """The first model's best SECOND_OPINION_DEPTH candidates (their indices) and the second model's cosines."""
     head = np.argsort(-probabilities, kind="stable")[:SECOND_OPINION_DEPTH]
-    cosines = reader.embed_passages([texts[n] for n in head]) @ reader.embed_query(question)
-    return Opinion(int(np.argmax(reweighed(probabilities, head, cosines, weight))), float(cosines.max()))
+    return head, reader.embed_passages([texts[n] for n in head]) @ reader.embed_query(question)
+
+
+def leading(probabilities: np.ndarray, head: np.ndarray, cosines: np.ndarray, weight: float) -> int:
+    return int(np.argmax(reweighed(probabilities, head, cosines, weight)))
 
 
 def reweighed(probabilities: np.ndarray, head: np.ndarray, cosines: np.ndarray, weight: float) -> np.ndarray:
