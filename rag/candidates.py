@@ -32,6 +32,9 @@ _DAY_QUESTION = re.compile(
 )
 _YEAR_QUESTION = re.compile(r"\b(what|which|in what) year\b|哪一?年|\bwhat decade\b", re.IGNORECASE)
 _YEAR = re.compile(r"(1[5-9]|20)\d{2}")
+# The number of a part of a text ("Figure 4", "Article 12", "Rule 3.2.1", "第三章"): a place, not a quantity.
+_REFERENCE = re.compile(r"\b(?:figure|fig\.|table|chart|section|article|chapter|appendix|annex|part|rule|"
+                        r"paragraph|schedule|clause|item|no\.)\s*\d[\d.]*|第\s*\d+\s*[章节条款部]", re.IGNORECASE)
 # A named body: an institution word, an acronym of capitals, or two capitalised words in a row.
 _INSTITUTION_WORDS = ("Ministry|Department|Administration|Commission|Bureau|Council|Agency|Authority|University|"
                       "Institute|Office|Fund|Center|Centre|Committee|Board|Court")
@@ -84,12 +87,12 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
     for passage in passages:
         chunk = passage.chunk
         units = list(chunk.units)
-        headings = {fold(h).strip(" .") for h in (chunk.title, *chunk.section.split(" > ")) if h}
+        headings = {_bare(h) for h in (chunk.title, *chunk.section.split(" > ")) if h}
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)
             if (key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？", ":", "："))
-                    or is_term_line(text) or key.strip(" .") in headings):
+                    or is_term_line(text) or _bare(text) in headings):
                 continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
             seen.add(key)
             found.append(Candidate(passage, chunk.start + unit.start, chunk.start + unit.end, text, unit.label,
@@ -97,6 +100,11 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
         if list_question:  # a label with its bullet lines answers "what are the X"; elsewhere its one line does
             found.extend(_blocks(passage, units, seen))
     return found
+
+
+def _bare(text: str) -> str:
+    """The comparison form without what opens or closes a line but says nothing (an emoji flag, a full stop)."""
+    return re.sub(r"^[\W_]+|[\W_]+$", "", fold(text))
 
 
 _DEFINITION_OPENING = re.compile(r"(?:An?|Any)\s")  # "A closed circuit in which ...", not "The Office said"
@@ -227,6 +235,8 @@ def rank_candidates(
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if leader is not None:
         scored.sort(key=lambda c: _key(c) != _key(kept[leader]))
+    if not _NAMES_A_FIGURE.search(asked.text):  # a caption describes a figure; it answers what asks about one
+        scored.sort(key=lambda c: bool(_CAPTION.match(c.text)))
     if asked.kind == "definition":  # "What is X?": a sentence that defines X leads, however it scores
         definition = FEATURES.index("definition")
         defining = {_key(c) for c, row in zip(kept, rows) if row[definition]}
@@ -244,6 +254,9 @@ def rank_candidates(
     return scored
 
 
+_CAPTION = re.compile(r"^\W*(?:figure|fig\.|table|chart|exhibit|diagram|图|表)\s*\d+", re.IGNORECASE)
+_NAMES_A_FIGURE = re.compile(r"\b(?:figures?|fig\.|tables?|charts?|exhibits?|diagrams?)\b|[图表]\s*\d",
+                             re.IGNORECASE)
 # A question about what its subject does or is ("What must SMEs do?", "How will the plan ..."), not one asking for
 # the name of something ("Which phase sits between ...?"), whose answer may well be a glossary term.
 _ASKS_ABOUT_SUBJECT = re.compile(r"\s*(?:what|how)\s+(?:must|should|shall|will|would|can|could|may|do|does|did)\b",
@@ -313,7 +326,8 @@ def type_fit(asked: Question, text: str, near: bool) -> float:
     kind = asked.kind
     if kind == "numeric":  # a figure the question does not already give, and not a year ("by 2027")
         given = numbers_in(asked.text)
-        has_number = any(n not in given and not _YEAR.fullmatch(n) for n in numbers_in(text)) or any(
+        quantities = numbers_in(_REFERENCE.sub(" ", text))
+        has_number = any(n not in given and not _YEAR.fullmatch(n) for n in quantities) or any(
             _NUMBER_WORD.match(w.lower()) for w in re.findall(r"\w+", text)
         )
         if asked.unit and not UNITS[asked.unit].search(text.lower()):

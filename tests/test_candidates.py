@@ -1,10 +1,13 @@
 """Sentence candidates of an extractive answer, on hand-made passages: what may be quoted, and how."""
 
-from rag.candidates import sentence_candidates, type_fit, with_its_term
+import numpy as np
+
+from rag.candidates import rank_candidates, sentence_candidates, type_fit, with_its_term
 from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.questions import analyse
 from rag.retrieval import Retrieved
+from rag.selection import FEATURES
 
 
 def passage(text: str, start: int = 0) -> Retrieved:
@@ -46,6 +49,12 @@ def test_a_count_is_not_answered_by_a_year_or_by_the_questions_own_figure():
     assert type_fit(asked, "They will build two hundred datasets.", False) > 0
 
 
+def test_a_count_is_not_answered_by_the_number_of_a_figure_or_a_rule():
+    asked = analyse("How many datasets will be built?")
+    assert type_fit(asked, "Figure 4 and Rule 3.2.1 describe the datasets.", False) == 0
+    assert type_fit(asked, "Figure 4 shows the 100 datasets.", False) > 0
+
+
 def test_the_documents_title_and_headings_are_not_candidates():
     title = "Riverton Opens “Grey + Green” Reuse Circuits, 2 of Them"
     text = f"{title}\nThe Water Office opened two reuse circuits in the old town this spring.\n"
@@ -53,3 +62,25 @@ def test_the_documents_title_and_headings_are_not_candidates():
     chunk = Chunk("doc#1", "doc", text, 0, 0, len(text), title=title, units=units)
     assert [c.text for c in sentence_candidates([Retrieved(chunk, 1.0, 1)])] == [
         "The Water Office opened two reuse circuits in the old town this spring."]
+
+
+def test_the_title_is_not_a_candidate_behind_an_emoji_or_a_full_stop():
+    title = "RIVERTON 2028: The “Grey + Green” Reuse Plan of the Water Office"
+    text = f"🌊 {title}.\nThe Water Office opened two reuse circuits in the old town this spring.\n"
+    chunk = Chunk("doc#1", "doc", text, 0, 0, len(text), title=title, units=tuple(sentence_units(text, "")))
+    assert [c.text for c in sentence_candidates([Retrieved(chunk, 1.0, 1)])] == [
+        "The Water Office opened two reuse circuits in the old town this spring."]
+
+
+def test_a_figure_caption_answers_only_a_question_about_the_figure():
+    caption = "Figure 2: The three-stage plan for reuse circuits in Riverton."
+    sentence = "The Water Office will open 12 reuse circuits by 2028."
+    kept = [c for c in sentence_candidates([passage(f"{caption}\n{sentence}\n")])]
+    rows = np.zeros((len(kept), len(FEATURES)))
+    probabilities = np.array([0.9 if c.text == caption else 0.5 for c in kept])
+
+    def lead(question: str) -> str:
+        return rank_candidates(analyse(question), kept, rows, probabilities)[0].text
+
+    assert lead("What is the plan for reuse circuits?") == sentence
+    assert lead("What does Figure 2 show about the reuse circuits?") == caption
