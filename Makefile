@@ -76,8 +76,10 @@ eval: setup
 eval-all: setup
 	$(BIN)/rag eval --suite eval/suite.json --store data/suite --report-dir eval/reports/suite
 
-# Refit the sentence selection model (rag/selection.json) on the dev sets, folds held out by document.
+# Refit the passage re-ranking model (rag/reranker.json), then the sentence selection model (rag/selection.json), whose
+# candidates come from the re-ranked passages, on the dev sets, folds held out by document.
 fit: setup
+	$(BIN)/python bench/fit_reranker.py
 	$(BIN)/python bench/fit_selection.py
 
 # The scale benchmark embeds about 565,000 texts per engine and bare-encodes about a third of them again: about an hour per

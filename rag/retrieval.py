@@ -21,6 +21,7 @@ from rag.documents import Chunk, Filters, SentenceUnit
 from rag.fusion import fuse
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import has_cjk, tokenize
+from rag.reranking import RERANK_DEPTH, load_reranker, rerank
 from rag.settings import Settings
 from rag.store import Store
 from rag.translation import translate
@@ -39,9 +40,10 @@ RETRIEVERS = ("dense", "lexical", "multilingual", "translated_dense", "translate
 @dataclass(frozen=True)
 class Retrieved:
     chunk: Chunk
-    score: float  # fused RRF score
+    score: float  # fused RRF score; once re-ranked (rag.reranking), the re-ranking model's probability
     rank: int  # 1-based, final order
     dense: float = 0.0  # cosine similarity from the main model (0 when it did not find this chunk)
+    lexical: float = 0.0  # BM25 score (0 when BM25 did not find it)
     ranks: dict[str, int] = field(default_factory=dict)  # rank in each retriever that found it
 
 
@@ -62,8 +64,13 @@ def search(store: Store, settings: Settings, question: str, *, k: int | None = N
                                    {name for name in RETRIEVERS if fusion.uses(name)})
     started = time.perf_counter()
     chunks = store.chunks(cid for run in runs.values() for cid, _ in run)
-    passages = fused_passages(runs, chunks, fusion.weight, fusion.rrf_k, k)
+    reranked = settings.rerank and not fusion.cjk_question
+    passages = fused_passages(runs, chunks, fusion.weight, fusion.rrf_k, max(k, RERANK_DEPTH) if reranked else k)
     timings["fusion_ms"] = _ms(started)
+    if reranked:
+        started = time.perf_counter()
+        passages = rerank(question, passages, load_reranker())[:k]
+        timings["rerank_ms"] = _ms(started)
     return RetrievalResult(passages, timings)
 
 
@@ -159,7 +166,7 @@ def fused_passages(runs: dict[str, list[tuple[str, float]]], chunks: dict[str, C
     A chunk missing from `chunks` (deleted since its list was made) is left out, its rank still taken."""
     ranked = fuse({name: [chunk_id for chunk_id, _ in run] for name, run in runs.items()},
                   lambda name, chunk_id: weight(name, chunks[chunk_id]) if chunk_id in chunks else 0.0, rrf_k)
-    dense_scores = dict(runs.get("dense", []))
+    dense_scores, lexical_scores = dict(runs.get("dense", [])), dict(runs.get("lexical", []))
     passages: list[Retrieved] = []
     seen_texts: set[str] = set()
     for fused in (item for item in ranked if item.id in chunks):
@@ -168,7 +175,8 @@ def fused_passages(runs: dict[str, list[tuple[str, float]]], chunks: dict[str, C
         if fingerprint in seen_texts:  # the same passage from a second copy of a document
             continue
         seen_texts.add(fingerprint)
-        passages.append(Retrieved(chunk, fused.score, len(passages) + 1, dense_scores.get(fused.id, 0.0), fused.ranks))
+        passages.append(Retrieved(chunk, fused.score, len(passages) + 1, dense_scores.get(fused.id, 0.0),
+                                  lexical_scores.get(fused.id, 0.0), fused.ranks))
         if len(passages) == k:
             break
     return passages

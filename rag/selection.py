@@ -125,7 +125,7 @@ class Logistic:
                 "mean": self.mean.round(6).tolist(), "scale": self.scale.round(6).tolist()}
 
 
-def _logistic(record: dict, features: tuple[str, ...], where: str) -> Logistic:
+def logistic_from_json(record: dict, features: tuple[str, ...], where: str) -> Logistic:
     if record.get("features") != list(features):
         raise RagError(f"{where} was fitted on other features than this version computes; run `make fit`")
     return Logistic(np.asarray(record["weights"], float), float(record["bias"]), np.asarray(record["mean"], float),
@@ -172,10 +172,10 @@ class SelectionModel:
 
 
 def model_from_json(record: dict, where: str = "selection model") -> SelectionModel:
-    return SelectionModel(_logistic(record["sentence"], FEATURES, where),
-                          _logistic(record["chinese_sentence"], FEATURES, where),
-                          _logistic(record["answerable"], QUESTION_FEATURES, where),
-                          _logistic(record["multilingual_answerable"], QUESTION_FEATURES, where),
+    return SelectionModel(logistic_from_json(record["sentence"], FEATURES, where),
+                          logistic_from_json(record["chinese_sentence"], FEATURES, where),
+                          logistic_from_json(record["answerable"], QUESTION_FEATURES, where),
+                          logistic_from_json(record["multilingual_answerable"], QUESTION_FEATURES, where),
                           float(record["abstain_below"]), float(record["second_opinion_weight"]),
                           float(record["second_opinion_typical"]), record.get("fitted_on", {}))
 

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     zh_dense_weight: float = Field(0.3, ge=0, description="MiniLM on the Chinese question itself.")
     zh_rrf_k: int = Field(5, ge=1)
     candidates: int = Field(40, ge=1, le=1000, description="Candidates taken from each retriever before fusion.")
+    rerank: bool = Field(True, description="Order an English question's 40 best fused passages by the learned "
+                                           "re-ranking model (rag/reranker.json); false = by fusion alone.")
 
     answerer: Literal["extractive", "llm"] = "extractive"
     llm_model: str | None = Field(None, description="provider:model for LangChain's init_chat_model, e.g. "
