@@ -85,7 +85,7 @@ def rerank(question: str, passages: list[Retrieved], model: Logistic) -> list[Re
     """The passages best first by the model's probability, which becomes their score; ties keep the fused order.
     The model orders the English passages among the places they hold: a Chinese passage, found for an English
     question by the multilingual model whose list the fit never saw, keeps its fused place, with the score of the
-    passage above it."""
+    passage above it (1 at the top)."""
     english = [n for n, p in enumerate(passages) if p.chunk.language != "zh"]
     probabilities = model.probability(passage_features(question, [passages[n] for n in english]))
     best_first = iter(sorted(range(len(english)), key=lambda i: -probabilities[i]))
