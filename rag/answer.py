@@ -18,13 +18,14 @@ from rag.candidates import (
     candidate_features,
     rank_candidates,
     sentence_candidates,
+    with_its_antecedent,
     with_its_term,
 )
 from rag.chunking import is_term_line, without_bullet
 from rag.documents import Answer, Citation, Filters
 from rag.embedding import second_opinion_reader
 from rag.grounding import check_answer
-from rag.lexical import tokenize
+from rag.lexical import tokenize, word_count
 from rag.questions import Question, analyse, content_terms, expand_acronyms
 from rag.retrieval import RetrievalResult, Retrieved, search
 from rag.selection import load_model, second_opinion
@@ -159,7 +160,7 @@ def _summary(passages: list[Retrieved], store: Store) -> Answer | None:
     chunks = store.document_chunks(passages[0].chunk.doc_id)
     headed = [c for c in chunks if _SUMMARY_HEADING.search(c.section)] or chunks[:1]
     own = [Retrieved(chunk, 0.0, rank) for rank, chunk in enumerate(headed, start=1)]
-    sentences = [c for c in sentence_candidates(own) if len(re.findall(r"\w+", c.text)) >= 6
+    sentences = [c for c in sentence_candidates(own) if word_count(c.text) >= 6
                  and not c.text.rstrip().endswith(ELLIPSIS)]
     if not sentences:
         return None
@@ -196,13 +197,14 @@ def _display(sentence: str) -> str:
 
 def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:
     """The best sentence first, then close runners-up that add something (several for list questions)."""
-    best = candidates[0]
+    best = with_its_antecedent(candidates[0])
     chosen = [best]
+    antecedents = len(best.units) - len(candidates[0].units)  # the sentence it points back to counts as one
     keep = LIST_KEEP if asked.kind == "list" else OTHER_KEEP
     limit = MAX_SENTENCES.get(asked.kind, DEFAULT_MAX_SENTENCES)
     covered = set(tokenize(best.text))
     for candidate in candidates[1:]:
-        if len(chosen) >= limit or candidate.support < keep * best.support:
+        if len(chosen) + antecedents >= limit or candidate.support < keep * best.support:
             break
         tokens = set(tokenize(candidate.text))
         if len(tokens - covered) < 3:  # adds nothing new

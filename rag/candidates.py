@@ -91,7 +91,7 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
         for number, unit in enumerate(units):
             text = unit.text(chunk.text)
             key = fold(text)
-            if (key in seen or len(re.findall(r"\w+", text)) < 3 or text.endswith(("?", "？", ":", "："))
+            if (key in seen or word_count(text) < 3 or text.endswith(("?", "？", ":", "："))
                     or is_term_line(text) or _bare(text) in headings):
                 continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
             seen.add(key)
@@ -129,6 +129,27 @@ def with_its_term(candidate: Candidate) -> Candidate:
         return candidate
     start = above_start + len(above) - len(above.lstrip(" -•*"))
     return replace(candidate, start=chunk.start + start, text=chunk.text[start:candidate.end - chunk.start])
+
+
+# A sentence that opens by pointing back ("He is also the oldest ...", "These devices ...", "该计划……") names
+# its subject in the sentence before it.
+_ANAPHOR = re.compile(r"^\W*(?:(?:he|she|it|they|his|her|its|their|this|these|those|such)\b|(?:他|她|它|其|该|此|这))",
+                      re.IGNORECASE)
+
+
+def with_its_antecedent(candidate: Candidate) -> Candidate:
+    """A sentence that points back, quoted from the sentence before it in the same paragraph, so the answer says
+    whom or what it is about."""
+    chunk, first = candidate.passage.chunk, min(candidate.units, default=0)
+    if candidate.is_block or first == 0 or not _ANAPHOR.match(candidate.text):
+        return candidate
+    before, own = chunk.units[first - 1], chunk.units[first]
+    above = before.text(chunk.text)
+    if (before.label != own.label or "\n" in chunk.text[before.end:own.start] or is_term_line(above)
+            or above.rstrip().endswith(("?", "？", ":", "："))):
+        return candidate  # another paragraph, a heading, or a question the text asks itself
+    return replace(candidate, start=chunk.start + before.start, units=(first - 1, *candidate.units),
+                   text=chunk.text[before.start:candidate.end - chunk.start])
 
 
 def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:

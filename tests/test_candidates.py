@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rag.candidates import rank_candidates, sentence_candidates, type_fit, with_its_term
+from rag.candidates import rank_candidates, sentence_candidates, type_fit, with_its_antecedent, with_its_term
 from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.questions import analyse
@@ -40,6 +40,25 @@ def test_a_byline_above_a_paragraph_is_not_taken_for_a_term():
     text = "Riverton News\nThe Water Office opened two reuse circuits in the old town this spring.\n"
     candidate = sentence_candidates([passage(text)])[0]
     assert with_its_term(candidate) == candidate
+
+
+def test_a_sentence_that_points_back_is_quoted_from_the_sentence_it_points_to():
+    text = ("Mara Quell chairs the Water Office. She also signs every reuse permit in the old town.\n"
+            "Why was this issued? This notice sets the fees.\n")
+    candidates = {c.text: c for c in sentence_candidates([passage(text, start=50)])}
+    quoted = with_its_antecedent(candidates["She also signs every reuse permit in the old town."])
+    assert quoted.text == "Mara Quell chairs the Water Office. She also signs every reuse permit in the old town."
+    assert (quoted.start, quoted.units) == (50, (0, 1))
+    notice = candidates["This notice sets the fees."]
+    assert with_its_antecedent(notice) == notice  # a question the text asks itself says nothing of it
+    opening = candidates["Mara Quell chairs the Water Office."]
+    assert with_its_antecedent(opening) == opening
+
+
+def test_a_chinese_sentence_that_points_back_is_quoted_with_the_one_before():
+    text = "水务局发布了再生水管理办法。该办法自2026年3月1日起施行。\n"
+    candidate = next(c for c in sentence_candidates([passage(text)]) if c.text.startswith("该办法"))
+    assert with_its_antecedent(candidate).text == "水务局发布了再生水管理办法。该办法自2026年3月1日起施行。"
 
 
 def test_a_count_is_not_answered_by_a_year_or_by_the_questions_own_figure():
