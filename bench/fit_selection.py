@@ -237,12 +237,12 @@ def second_opinions(asked: list[Asked], predictions: list[np.ndarray],
 
 def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int, lead: int | None = None) -> list[str]:
     """As the answerer composes: the lead (the best, or the second opinion's), then the next best while they come
-    within `keep` of the lead's probability."""
+    within `keep` of the best probability."""
     order = [n for n in np.argsort(-probabilities) if n != lead]
     first = order.pop(0) if lead is None else lead
     chosen = [first]
     for n in order[:limit - 1]:
-        if probabilities[n] >= keep * probabilities[first]:
+        if probabilities[n] >= keep * probabilities.max():
             chosen.append(n)
     return [texts[n] for n in chosen]
 

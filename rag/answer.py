@@ -200,11 +200,13 @@ def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:
     best = with_its_antecedent(candidates[0])
     chosen = [best]
     antecedents = len(best.units) - len(candidates[0].units)  # the sentence it points back to counts as one
-    keep = LIST_KEEP if asked.kind == "list" else OTHER_KEEP
+    # A runner-up must come close to the best probability, not to the lead's: a lead the second opinion chose
+    # from further down would otherwise let weaker runners-up in.
+    bar = (LIST_KEEP if asked.kind == "list" else OTHER_KEEP) * max(c.support for c in candidates)
     limit = MAX_SENTENCES.get(asked.kind, DEFAULT_MAX_SENTENCES)
     covered = set(tokenize(best.text))
     for candidate in candidates[1:]:
-        if len(chosen) + antecedents >= limit or candidate.support < keep * best.support:
+        if len(chosen) + antecedents >= limit or candidate.support < bar:
             break
         tokens = set(tokenize(candidate.text))
         if len(tokens - covered) < 3:  # adds nothing new

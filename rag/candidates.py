@@ -17,7 +17,7 @@ from rag.questions import Question, content_terms
 from rag.retrieval import Retrieved, sentence_vectors
 from rag.selection import FEATURES
 from rag.store import Store
-from rag.translation import translate
+from rag.translation import term_groups, translate
 
 _NUMBER_WORD = re.compile(r"^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
 _NUMBER_TOKEN = re.compile(rf"^\d[\d,.]*$|{_NUMBER_WORD.pattern}")
@@ -190,13 +190,16 @@ def candidate_features(
     similarities = [similarity[_key(c)] for c in kept]
     if not kept:
         return [], np.zeros((0, len(FEATURES)))
-    own_terms, english_terms = list(dict.fromkeys(asked.terms)), list(dict.fromkeys(tokenize(english)))
-    term_lists = [english_terms if english and c.passage.chunk.language != "zh" else own_terms for c in kept]
+    # The question's terms, each a group of the ways a sentence may say it: an English term itself; a Chinese
+    # word, for English sentences, any of its dictionary senses (one word counts once, however many senses it has).
+    own_terms = [((t,),) for t in dict.fromkeys(asked.terms)]
+    english_terms = term_groups(asked.standalone) if english else []
+    term_lists = [english_terms if english_terms and c.passage.chunk.language != "zh" else own_terms for c in kept]
     tokens = [set(tokenize(c.text)) for c in kept]
-    frequency = {t: sum(1 for own in tokens if t in own) for t in set(own_terms) | set(english_terms)}
+    frequency = {t: sum(1 for own in tokens if _said(t, own)) for t in set(own_terms) | set(english_terms)}
     rarity = {t: np.log(1 + len(kept) / (1 + frequency[t])) for t in frequency}
     everywhere = set().union(*tokens, *(tokenize(c.context) for c in kept))
-    anywhere = [sum(1 for t in terms if t in everywhere) / len(terms) if terms else 0.0 for terms in term_lists]
+    anywhere = [sum(1 for t in terms if _said(t, everywhere)) / len(terms) if terms else 0.0 for terms in term_lists]
     best = max(similarities)
     order = {n: rank for rank, n in enumerate(sorted(range(len(kept)), key=lambda n: -similarities[n]))}
     subject = _defined_subject(asked)
@@ -207,8 +210,8 @@ def candidate_features(
         near = figure_for_noun(candidate.text, asked)[0] if asked.head_noun else False
         fit = type_fit(asked, candidate.text, near)
         words = word_count(candidate.text)
-        share = (lambda found: sum(1 for t in terms if t in found) / len(terms)) if terms else (lambda found: 0.0)
-        rare = (sum(rarity[t] for t in terms if t in tokens[n]) / sum(rarity[t] for t in terms)) if terms else 0.0
+        share = (lambda found: sum(1 for t in terms if _said(t, found)) / len(terms)) if terms else (lambda _: 0.0)
+        rare = (sum(rarity[t] for t in terms if _said(t, tokens[n])) / sum(rarity[t] for t in terms)) if terms else 0.0
         features = {
             "similarity": similarities[n], "similarity_gap": similarities[n] - best,
             "translated_similarity": translated.get(_key(candidate), 0.0),
@@ -235,6 +238,11 @@ def candidate_features(
     for features, candidate in zip(rows, kept):
         features["passage_score"] = candidate.passage.score / top_score
     return kept, np.asarray([[features[name] for name in FEATURES] for features in rows], dtype=float)
+
+
+def _said(term: tuple[tuple[str, ...], ...], tokens: set[str]) -> bool:
+    """One of the term's ways of saying it is all in `tokens`."""
+    return any(all(t in tokens for t in way) for way in term)
 
 
 def rank_candidates(

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import gzip
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
 
-from rag.lexical import CHINESE_STOP_WORDS, STOP_WORDS, jieba_tokenizer
+from rag.lexical import CHINESE_STOP_WORDS, STOP_WORDS, jieba_tokenizer, tokenize
 
 # Fitted with the fusion weights by bench/fit_chinese_fusion.py (1, 2 and 3 tried).
 GLOSSES_PER_WORD = 3
@@ -50,19 +51,45 @@ def translate(text: str, glosses_per_word: int = GLOSSES_PER_WORD) -> str:
     '2027 build construct establish industry dataset'
     """
     terms: list[str] = []
-    counted = year = False  # the word before was a number: a measure word after it says nothing ("49 届", "多少名")
-    for word in _dictionary_words(jieba_tokenizer().cut(text)):
-        after_number, counted = counted, bool(_NUMBER.fullmatch(word)) or word in _COUNTING_WORDS
-        after_year, year = year, bool(_YEAR.fullmatch(word))
-        if (word in CHINESE_STOP_WORDS or word in _QUESTION_WORDS or (after_number and word in _MEASURE_WORDS)
-                or (after_year and word == "年")):  # "2015年" is the year 2015; "3年" is three years
-            continue
+    for word in _question_words(text):
         if not _CJK.search(word):
             terms.extend(_LATIN_OR_NUMBER.findall(word))
             continue
         for known in _known_words(word):
             terms.extend(_glosses(known)[:glosses_per_word])
     return " ".join(dict.fromkeys(terms))
+
+
+def term_groups(text: str) -> list[tuple[tuple[str, ...], ...]]:
+    """What Chinese `text` asks about, a group per word: the search tokens (rag.lexical.tokenize) of each of its
+    English senses, any of which an English sentence may use; a Latin word or number is a group of itself.
+    A word counts once however many senses it has, where the translated terms would count each sense.
+
+    >>> term_groups("建设数据集")
+    [(('build',), ('construct',), ('establish',), ('develop',), ('institut',)), (('dataset',),)]
+    """
+    groups: list[tuple[tuple[str, ...], ...]] = []
+    for word in _question_words(text):
+        if not _CJK.search(word):
+            groups.extend(((token,),) for token in tokenize(word))
+            continue
+        for known in _known_words(word):
+            senses = tuple(dict.fromkeys(tuple(tokenize(gloss)) for gloss in _glosses(known)))
+            if senses := tuple(sense for sense in senses if sense):
+                groups.append(senses)
+    return list(dict.fromkeys(groups))
+
+
+def _question_words(text: str) -> Iterator[str]:
+    """The words of `text` that say what it asks about: no grammatical or question word, no measure word after
+    a number ("49 届", "多少名") and no 年 after a year ("2015年" is the year 2015; "3年" is three years)."""
+    counted = year = False
+    for word in _dictionary_words(jieba_tokenizer().cut(text)):
+        after_number, counted = counted, bool(_NUMBER.fullmatch(word)) or word in _COUNTING_WORDS
+        after_year, year = year, bool(_YEAR.fullmatch(word))
+        if not (word in CHINESE_STOP_WORDS or word in _QUESTION_WORDS or (after_number and word in _MEASURE_WORDS)
+                or (after_year and word == "年")):
+            yield word
 
 
 def _dictionary_words(pieces) -> list[str]:

@@ -7,12 +7,15 @@ import re
 import pytest
 from conftest import CORPUS, ROOT, make_settings
 
-from rag.answer import answer, stream_answer
+from rag.answer import answer, retrieve, stream_answer
+from rag.candidates import candidate_features, sentence_candidates
 from rag.documents import Answer, Filters
 from rag.embedding import embedders
 from rag.errors import QuestionError
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.ingest import ingest
+from rag.questions import analyse
+from rag.selection import FEATURES
 from rag.store import Store
 
 GMT = "gmt-eight-ai-manufacturing-special-action"
@@ -243,3 +246,12 @@ def test_which_university_abstains_when_no_sentence_names_one(glossary):
     # the passages name bodies ("Water Office"), but no university
     result = ask(glossary, "Which university trains the Reuse Stewards?")
     assert result.abstained and "name of a university" in result.reason
+
+
+def test_a_chinese_word_counts_once_in_an_english_sentence_whichever_of_its_senses_it_uses(seeded):
+    settings, store = seeded
+    asked, retrieval = retrieve(analyse("到2027年要建设多少个工业数据集？"), store, settings)
+    kept, rows = candidate_features(asked, sentence_candidates(retrieval.passages), store)
+    terms = {c.text: row[FEATURES.index("terms")] for c, row in zip(kept, rows)}
+    sentence = next(text for text in terms if text.startswith("By 2027, the plan seeks"))
+    assert terms[sentence] == 1.0  # 2027, 建设 as "establish", 工业 as "industry", 数据集 as "datasets"

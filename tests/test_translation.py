@@ -1,7 +1,7 @@
 """Dictionary translation of Chinese questions into English search terms (real CC-CEDICT from the package)."""
 
 from rag.lexical import tokenize
-from rag.translation import translate
+from rag.translation import term_groups, translate
 
 
 def test_content_words_become_their_first_glosses_and_figures_pass_through():
@@ -49,3 +49,12 @@ def test_glosses_per_word_bounds_the_terms_and_nothing_chinese_remains():
     assert one == "defend" and two == "defend protect"
     assert translate("") == "" and translate("？！") == ""
     assert not any("\u4e00" <= ch <= "\u9fff" for ch in translate("黑豹队的防守丢了多少分？"))
+
+
+def test_each_asked_word_is_one_group_of_all_its_senses():
+    groups = term_groups("到2027年要建设多少个工业数据集？")
+    assert groups[0] == (("2027",),)
+    build = next(g for g in groups if ("build",) in g)
+    assert {("construct",), ("establish",)} <= set(build)  # every sense, where translate() keeps three
+    assert (("dataset",),) in groups
+    assert len(groups) == 4  # 2027, build, industry, dataset: the question's and measure words give none
