@@ -192,7 +192,8 @@ def _display(sentence: str) -> str:
     term, _, definition = text.partition("\n")
     if definition and is_term_line(term):
         text = term.strip() + ": " + without_bullet(definition.strip())
-    return text if text.endswith((".", "!", "?", "。", "！", "？", ":", "；") + ELLIPSIS) else text + "."
+    ended = text.rstrip("\"'”’）)").endswith((".", "!", "?", "。", "！", "？", ":", "；") + ELLIPSIS)  # also in quotes
+    return text if ended else text + "."
 
 
 def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from rag.chunking import bare_term, is_term_line
+from rag.documents import Chunk, SentenceUnit
 from rag.grounding import fold, numbers_in
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.lexical import tokenize, word_count
@@ -81,25 +82,45 @@ class Candidate:
 
 
 def sentence_candidates(passages: list[Retrieved], list_question: bool = False) -> list[Candidate]:
-    """The sentence units of the passages (as the vector index holds them) and, for lists, bullet blocks."""
+    """The sentence units of the passages (as the vector index holds them), a bullet line of several sentences as
+    one (it is one item), and for lists bullet blocks."""
     seen: set[str] = set()
     found = []
     for passage in passages:
         chunk = passage.chunk
         units = list(chunk.units)
         headings = {_bare(h) for h in (chunk.title, *chunk.section.split(" > ")) if h}
-        for number, unit in enumerate(units):
-            text = unit.text(chunk.text)
+        lines = _lines(chunk)
+        for line in lines:
+            text = chunk.text[units[line[0]].start:units[line[-1]].end]
             key = fold(text)
             if (key in seen or word_count(text) < 3 or text.endswith(("?", "？", ":", "："))
                     or is_term_line(text) or _bare(text) in headings):
                 continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
             seen.add(key)
-            found.append(Candidate(passage, chunk.start + unit.start, chunk.start + unit.end, text, unit.label,
-                                   units=(number,)))
+            found.append(Candidate(passage, chunk.start + units[line[0]].start, chunk.start + units[line[-1]].end,
+                                   text, units[line[0]].label, units=tuple(line)))
         if list_question:  # a label with its bullet lines answers "what are the X"; elsewhere its one line does
-            found.extend(_blocks(passage, units, seen))
+            found.extend(_blocks(passage, lines, seen))
     return found
+
+
+def _is_bullet(chunk: Chunk, unit: SentenceUnit) -> bool:
+    return chunk.text[:unit.start].rstrip(" ").endswith(("\n-", "\n•", "\n*"))
+
+
+def _lines(chunk: Chunk) -> list[list[int]]:
+    """The chunk's sentence units as candidates take them: each on its own, but a bullet line's sentences
+    together."""
+    lines: list[list[int]] = []
+    for number, unit in enumerate(chunk.units):
+        previous = chunk.units[number - 1] if number else None
+        if (previous is not None and lines and _is_bullet(chunk, chunk.units[lines[-1][0]])
+                and "\n" not in chunk.text[previous.end:unit.start] and unit.label == previous.label):
+            lines[-1].append(number)
+        else:
+            lines.append([number])
+    return lines
 
 
 def _bare(text: str) -> str:
@@ -152,26 +173,26 @@ def with_its_antecedent(candidate: Candidate) -> Candidate:
                    text=chunk.text[before.start:candidate.end - chunk.start])
 
 
-def _blocks(passage: Retrieved, units, seen: set[str]) -> list[Candidate]:
+def _blocks(passage: Retrieved, lines: list[list[int]], seen: set[str]) -> list[Candidate]:
     """Runs of two or more bullet lines under one label ('Model Selection:' ...) as one list candidate."""
-    chunk = passage.chunk
+    chunk, units = passage.chunk, passage.chunk.units
     blocks: list[Candidate] = []
-    run: list[int] = []
-    for number, unit in enumerate(units + [None]):
-        is_bullet = unit is not None and chunk.text[:unit.start].rstrip(" ").endswith(("\n-", "\n•", "\n*"))
-        if run and (unit is None or not is_bullet or unit.label != units[run[0]].label):
-            if len(run) >= 2 and units[run[0]].label:
-                first, last = units[run[0]], units[run[-1]]
+    run: list[list[int]] = []
+    for line in lines + [[]]:
+        is_bullet = bool(line) and _is_bullet(chunk, units[line[0]])
+        if run and (not is_bullet or units[line[0]].label != units[run[0][0]].label):
+            if len(run) >= 2 and units[run[0][0]].label:
+                first, last = units[run[0][0]], units[run[-1][-1]]
                 label_at = chunk.text.rfind(first.label, 0, first.start)
                 start = label_at if label_at >= 0 else first.start
                 text = chunk.text[start:last.end]
                 if fold(text) not in seen:
                     seen.add(fold(text))
                     blocks.append(Candidate(passage, chunk.start + start, chunk.start + last.end, text, first.label,
-                                            is_block=True, units=tuple(run)))
+                                            is_block=True, units=tuple(n for part in run for n in part)))
             run = []
-        if unit is not None and is_bullet:
-            run.append(number)
+        if is_bullet:
+            run.append(line)
     return blocks
 
 

@@ -7,14 +7,16 @@ import re
 import pytest
 from conftest import CORPUS, ROOT, make_settings
 
-from rag.answer import answer, retrieve, stream_answer
+from rag.answer import answer, cited_answer, retrieve, stream_answer
 from rag.candidates import candidate_features, sentence_candidates
-from rag.documents import Answer, Filters
+from rag.chunking import sentence_units
+from rag.documents import Answer, Chunk, Filters
 from rag.embedding import embedders
 from rag.errors import QuestionError
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
 from rag.ingest import ingest
 from rag.questions import analyse
+from rag.retrieval import Retrieved
 from rag.selection import FEATURES
 from rag.store import Store
 
@@ -255,3 +257,10 @@ def test_a_chinese_word_counts_once_in_an_english_sentence_whichever_of_its_sens
     terms = {c.text: row[FEATURES.index("terms")] for c, row in zip(kept, rows)}
     sentence = next(text for text in terms if text.startswith("By 2027, the plan seeks"))
     assert terms[sentence] == 1.0  # 2027, 建设 as "establish", 工业 as "industry", 数据集 as "datasets"
+
+
+def test_a_quote_ends_as_a_sentence_once_even_inside_quotation_marks():
+    text = 'Diagnosis\n- Assess current "Digital Maturity."\n- Build labs (AI-driven)\n'
+    chunk = Chunk("doc#1", "doc", text, 0, 0, len(text), units=tuple(sentence_units(text, "")))
+    quoted = cited_answer(sentence_candidates([Retrieved(chunk, 1.0, 1)]), [])
+    assert quoted.text == 'Assess current "Digital Maturity." [1] Build labs (AI-driven). [2]'

@@ -42,6 +42,22 @@ def test_a_byline_above_a_paragraph_is_not_taken_for_a_term():
     assert with_its_term(candidate) == candidate
 
 
+def test_a_bullet_line_of_two_sentences_is_one_item_and_a_block_holds_it_whole():
+    text = ("Duties\n- Steel: Dynamic models cover the whole process. Global optimisation of scheduling.\n"
+            "- Water: Reuse circuits serve every district.\n"
+            "The office checks them each spring. It reports to the council.\n")
+    found = sentence_candidates([passage(text)], list_question=True)
+    assert [c.text for c in found if not c.is_block] == [
+        "Steel: Dynamic models cover the whole process. Global optimisation of scheduling.",
+        "Water: Reuse circuits serve every district.",
+        "The office checks them each spring.",  # prose keeps a candidate per sentence
+        "It reports to the council.",
+    ]
+    block = next(c for c in found if c.is_block)
+    assert block.text.endswith("scheduling.\n- Water: Reuse circuits serve every district.")
+    assert block.units == (0, 1, 2)
+
+
 def test_a_sentence_that_points_back_is_quoted_from_the_sentence_it_points_to():
     text = ("Mara Quell chairs the Water Office. She also signs every reuse permit in the old town.\n"
             "Why was this issued? This notice sets the fees.\n")
