@@ -94,7 +94,7 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
         for line in lines:
             text = chunk.text[units[line[0]].start:units[line[-1]].end]
             key = fold(text)
-            if (key in seen or word_count(text) < 3 or text.endswith(("?", "？", ":", "："))
+            if (key in seen or word_count(text) < 3 or _asks_or_leads_in(text)
                     or is_term_line(text) or _bare(text) in headings):
                 continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
             seen.add(key)
@@ -103,6 +103,11 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
         if list_question:  # a label with its bullet lines answers "what are the X"; elsewhere its one line does
             found.extend(_blocks(passage, lines, seen))
     return found
+
+
+def _asks_or_leads_in(text: str) -> bool:
+    """A question the text asks itself, or a lead-in to what follows: it answers nothing."""
+    return text.endswith(("?", "？", ":", "："))
 
 
 def _is_bullet(chunk: Chunk, unit: SentenceUnit) -> bool:
@@ -167,7 +172,7 @@ def with_its_antecedent(candidate: Candidate) -> Candidate:
     before, own = chunk.units[first - 1], chunk.units[first]
     above = before.text(chunk.text)
     if (before.label != own.label or "\n" in chunk.text[before.end:own.start] or is_term_line(above)
-            or above.rstrip().endswith(("?", "？", ":", "："))):
+            or _asks_or_leads_in(above.rstrip())):
         return candidate  # another paragraph, a heading, or a question the text asks itself
     return replace(candidate, start=chunk.start + before.start, units=(first - 1, *candidate.units),
                    text=chunk.text[before.start:candidate.end - chunk.start])
