@@ -45,7 +45,18 @@ _BODY = re.compile(rf"\b({_INSTITUTION_WORDS}|News|Regulator|Parliament|Governme
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
-_ENTITY = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b|\b[A-Z]{2,}\b")
+_PLACE_NAME = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b")
+_ENTITY = re.compile(rf"{_PLACE_NAME.pattern}|\b[A-Z]{{2,}}\b")
+# A city, province or country is not named by initials ("BRICS", "SCO", "AI" name no city; a company may be) nor
+# by an institution's name ("Ministry of ...").
+_PLACES = ("cit", "province", "region", "countr", "member state")
+# A label before a colon ("Push for Intelligent Chips: High-end ...", "VI. Cooperation: Strategy: ..."): title
+# case by style, not a name.
+_LABEL_WORD = r"(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|with|&|-|–)"
+_LEADING_LABEL = re.compile(rf"^(?:[^\w\n]*(?:[IVXLC]+\.|\d+[.)])?\s*{_LABEL_WORD}(?: {_LABEL_WORD}){{0,7}}:\s+)+",
+                            re.MULTILINE)
+# A phrase in quotes ("Going Global", “Product Breakthrough”) is a coinage or a title, never a place.
+_QUOTED = re.compile(r"[\"“][^\"“”\n]{1,80}[\"”]")
 _NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
 _INSTITUTION = re.compile(rf"\b({_INSTITUTION_WORDS}|Association|Company|Group|Bank)\b")
 _CAPITALISED = re.compile(r"[A-Z][\w'’]+")
@@ -285,7 +296,10 @@ def rank_candidates(
         scored = [c for c in scored if type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
         mark = next((m for stem, m in _NAME_MARKS.items() if asked.wants_name_of.startswith(stem)), None)
-        scored = [c for c in scored if new_name(asked, c.text, _ENTITY, institutions=True)
+        place = asked.wants_name_of.startswith(_PLACES)
+        scored = [c for c in scored
+                  if any(new_name(asked, _QUOTED.sub(" ", line) if place else line, _PLACE_NAME if place else _ENTITY,
+                                  institutions=not place) for line in _LEADING_LABEL.sub("", c.text).split("\n"))
                   and (mark is None or re.search(rf"\b(?:{mark})\b", c.text))]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if leader is not None:

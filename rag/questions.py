@@ -177,9 +177,14 @@ def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000)
 
 
 def _category_asked(text: str) -> str | None:
-    """What kind of name the question asks for ("city" for "In which city ..." and for "在哪个城市"), if any."""
-    if entity := _ENTITY_QUESTION.search(text):
-        return entity.group(1).lower()
+    """What kind of name the question asks for ("city" for "In which city ..." and for "在哪个城市"), if any: the
+    category follows the question word, perhaps after a qualifier ("Which Florida city"), not after a verb or an
+    article ("What should a company do", "What did Newcastle University win"), and is not half of a compound
+    ("What country-wide system")."""
+    for entity in _ENTITY_QUESTION.finditer(text):
+        between = entity.group(0).split()[1:-1]
+        if not any(w.lower() in STOP_WORDS for w in between) and not text[entity.end():].startswith("-"):
+            return entity.group(1).lower()
     if entity := _CHINESE_ENTITY_QUESTION.search(text):
         return _CHINESE_CATEGORIES[entity.group(1)]
     return None

@@ -119,3 +119,18 @@ def test_a_figure_caption_answers_only_a_question_about_the_figure():
 
     assert lead("What is the plan for reuse circuits?") == sentence
     assert lead("What does Figure 2 show about the reuse circuits?") == caption
+
+
+def test_a_place_is_named_neither_by_a_label_nor_initials_nor_a_quote_nor_an_institution():
+    sentences = ["Regional Partners: Working with the OECD and the \"Clean Rivers Alliance\" on reuse standards.",
+                 "The Riverton City Water Office trains the stewards.",
+                 "The first training centre opens in the old harbour of Port Harlow next year."]
+    kept = sentence_candidates([passage("\n".join(sentences) + "\n")])
+    rows = np.zeros((len(kept), len(FEATURES)))
+
+    def named(question: str) -> list[str]:
+        return [c.text for c in rank_candidates(analyse(question), kept, rows, np.full(len(kept), 0.5))]
+
+    assert named("In which city will the training centre open?") == [sentences[2]]
+    # initials and an institution may well name a company (and so may a place name: it takes no gazetteer)
+    assert named("Which company works on reuse standards?") == sentences

@@ -75,7 +75,11 @@ def test_follow_ups_carry_the_previous_key_terms():
     ("先进智能算力设施将布局在哪些省份？", "province"),
     ("文件点名了哪些车企开展自动驾驶道路试点？", "company"),
     ("哪所大学培养了这位教授？", "university"),
+    ("Which Florida city has the biggest population?", "city"),
     ("What must SMEs do?", None),
+    ("What should a company evaluate at the outset?", None),  # the company is the subject, not what is asked
+    ("What did Newcastle University win in 2000?", None),
+    ("What country-wide system oversees computing power?", None),
     ("数据中心应当在每年几月几日前报送能耗数据？", None),
 ])
 def test_a_question_for_a_named_instance_of_a_category_says_which_in_either_language(question, category):
