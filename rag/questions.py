@@ -181,12 +181,12 @@ def _category_asked(text: str) -> str | None:
     category follows the question word, perhaps after a qualifier ("Which Florida city"), not after a verb or an
     article ("What should a company do", "What did Newcastle University win"), and is not half of a compound
     ("What country-wide system")."""
-    for entity in _ENTITY_QUESTION.finditer(text):
-        between = entity.group(0).split()[1:-1]
-        if not any(w.lower() in STOP_WORDS for w in between) and not text[entity.end():].startswith("-"):
-            return entity.group(1).lower()
-    if entity := _CHINESE_ENTITY_QUESTION.search(text):
-        return _CHINESE_CATEGORIES[entity.group(1)]
+    for asked in _ENTITY_QUESTION.finditer(text):
+        between = asked.group(0).split()[1:-1]
+        if not any(w.lower() in STOP_WORDS for w in between) and not text[asked.end():].startswith("-"):
+            return asked.group(1).lower()
+    if chinese := _CHINESE_ENTITY_QUESTION.search(text):
+        return _CHINESE_CATEGORIES[chinese.group(1)]
     return None
 
 
