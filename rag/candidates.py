@@ -45,11 +45,14 @@ _BODY = re.compile(rf"\b({_INSTITUTION_WORDS}|News|Regulator|Parliament|Governme
 _PERSON = re.compile(r"\b(?:Professor|Minister|Director|Chairman|Mr\.?|Ms\.?|Dr\.?)\s+[A-Z][a-z]+ [A-Z][a-z]+|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+,\s+(?:Professor|Director|Minister|Chairman|Head|Vice|Deputy)|"
                      r"\b[A-Z][a-z]+ [A-Z][a-z]+ (?:told|said|stated)\b")
-_PLACE_NAME = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b")
-_ENTITY = re.compile(rf"{_PLACE_NAME.pattern}|\b[A-Z]{{2,}}\b")
-# A city, province or country is not named by initials ("BRICS", "SCO", "AI" name no city; a company may be) nor
-# by an institution's name ("Ministry of ...").
+# A name: capitalised words in a row, "of", "and" or "the" between them ("National Development and Reform
+# Commission" is one name, not "National Development" and "Reform Commission"); for a body, initials too.
+_NAME = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'’]+)+\b")
+_ENTITY = re.compile(rf"{_NAME.pattern}|\b[A-Z]{{2,}}\b")
+# A person, city, province or country is not named by initials ("BRICS", "SCO", "AI" name no city; a company may
+# be), nor by an institution's name ("Ministry of ...") or a term with its initials ("Chief Data Officer (CDO)").
 _PLACES = ("cit", "province", "region", "countr", "member state")
+_WITH_INITIALS = re.compile(r"\s*\([A-Z]{2,}s?\)")
 # A label before a colon ("Push for Intelligent Chips: High-end ...", "VI. Cooperation: Strategy: ..."): title
 # case by style, not a name.
 _LABEL_WORD = r"(?:[A-Z][\w'’()&/-]*|of|and|the|for|in|on|to|a|an|with|&|-|–)"
@@ -57,8 +60,7 @@ _LEADING_LABEL = re.compile(rf"^(?:[^\w\n]*(?:[IVXLC]+\.|\d+[.)])?\s*{_LABEL_WOR
                             re.MULTILINE)
 # A phrase in quotes ("Going Global", “Product Breakthrough”) is a coinage or a title, never a place.
 _QUOTED = re.compile(r"[\"“][^\"“”\n]{1,80}[\"”]")
-_NAME_PAIR = re.compile(r"\b[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)+\b")
-_INSTITUTION = re.compile(rf"\b({_INSTITUTION_WORDS}|Association|Company|Group|Bank)\b")
+_INSTITUTION = re.compile(rf"\b({_INSTITUTION_WORDS}|Association|Company|Group|Bank)s?\b")
 _CAPITALISED = re.compile(r"[A-Z][\w'’]+")
 _ARTICLE = re.compile(r"(?:The|A|An)\s")
 # The word the name of some categories carries ("Peking University", "the Data Security Law", "the National Data
@@ -296,10 +298,8 @@ def rank_candidates(
         scored = [c for c in scored if type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
         mark = next((m for stem, m in _NAME_MARKS.items() if asked.wants_name_of.startswith(stem)), None)
-        place = asked.wants_name_of.startswith(_PLACES)
-        scored = [c for c in scored
-                  if any(new_name(asked, _QUOTED.sub(" ", line) if place else line, _PLACE_NAME if place else _ENTITY,
-                                  institutions=not place) for line in _LEADING_LABEL.sub("", c.text).split("\n"))
+        bodies = not asked.wants_name_of.startswith(_PLACES)
+        scored = [c for c in scored if new_name(asked, c.text, bodies=bodies)
                   and (mark is None or re.search(rf"\b(?:{mark})\b", c.text))]
     scored.sort(key=lambda c: (-c.support, c.passage.rank, c.start))
     if leader is not None:
@@ -415,18 +415,21 @@ def type_fit(asked: Question, text: str, near: bool) -> float:
     return 0.5
 
 
-def new_name(asked: Question, text: str, names: re.Pattern = _NAME_PAIR, institutions: bool = False) -> bool:
-    """A name (`names`: a run of capitalised words by default), not made only of words the question itself holds,
-    and unless `institutions` no institution ("Luke Kuechly", not "Information Technology" asked about, nor
-    "Ministry of ..."). At the start of the text a capital says nothing, so there it takes an article and two
-    capitalised words after it ("The South African Schools Act")."""
+def new_name(asked: Question, text: str, bodies: bool = False) -> bool:
+    """A name the question does not hold: a person's or a place's ("Luke Kuechly", not "Information Technology"
+    asked about, nor "Ministry of ..."), or with `bodies` any named body or initials too. A label before a colon
+    and, unless `bodies`, a phrase in quotes name nothing. At the start of a line a capital says nothing, so there
+    it takes an article and two capitalised words after it ("The South African Schools Act")."""
     asked_words = set(_CAPITALISED.findall(asked.standalone))
-    for match in names.finditer(text):
-        words = _CAPITALISED.findall(match.group())
-        if match.start() == 0:
-            words = words[1:] if _ARTICLE.match(match.group()) and len(words) > 2 else []
-        if words and not set(words) <= asked_words and (institutions or not _INSTITUTION.search(match.group())):
-            return True
+    for line in _LEADING_LABEL.sub("", text).split("\n"):
+        line = line if bodies else _QUOTED.sub(" ", line)
+        for match in (_ENTITY if bodies else _NAME).finditer(line):
+            words = _CAPITALISED.findall(match.group())
+            if match.start() == 0:
+                words = words[1:] if _ARTICLE.match(match.group()) and len(words) > 2 else []
+            if words and not set(words) <= asked_words and (bodies or not (
+                    _INSTITUTION.search(match.group()) or _WITH_INITIALS.match(line, match.end()))):
+                return True
     return False
 
 

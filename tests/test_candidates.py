@@ -134,3 +134,12 @@ def test_a_place_is_named_neither_by_a_label_nor_initials_nor_a_quote_nor_an_ins
     assert named("In which city will the training centre open?") == [sentences[2]]
     # initials and an institution may well name a company (and so may a place name: it takes no gazetteer)
     assert named("Which company works on reuse standards?") == sentences
+
+
+def test_a_person_is_named_neither_by_a_body_nor_a_term_with_its_initials_nor_a_label():
+    asked = analyse("Who is the head of the Water Office?")
+    assert type_fit(asked, "The notice was signed by Mara Holt of the Water Office.", False) > 0
+    for text in ["The Water Office, together with the National Development and Reform Commission, issued it.",
+                 "Each district appoints a Chief Data Officer (CDO) to keep the register.",
+                 "Main Topic: Reuse circuits in the old town."]:
+        assert type_fit(asked, text, False) == 0, text
