@@ -18,7 +18,7 @@ from rag.questions import Question, content_terms
 from rag.retrieval import Retrieved, sentence_vectors
 from rag.selection import FEATURES
 from rag.store import Store
-from rag.translation import term_groups, translate
+from rag.translation import common_english_words, term_groups, translate
 
 _NUMBER_WORD = re.compile(r"^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
 _NUMBER_TOKEN = re.compile(rf"^\d[\d,.]*$|{_NUMBER_WORD.pattern}")
@@ -52,6 +52,8 @@ _ENTITY = re.compile(rf"{_NAME.pattern}|\b[A-Z]{{2,}}\b")
 # A person, city, province or country is not named by initials ("BRICS", "SCO", "AI" name no city; a company may
 # be), nor by an institution's name ("Ministry of ...") or a term with its initials ("Chief Data Officer (CDO)").
 _PLACES = ("cit", "province", "region", "countr", "member state")
+_MONTHS = frozenset("january february march april june july august september october november december jan feb mar "
+                    "apr jun jul aug sep sept oct nov dec".split())
 _WITH_INITIALS = re.compile(r"\s*\([A-Z]{2,}s?\)")
 # A label before a colon ("Push for Intelligent Chips: High-end ...", "VI. Cooperation: Strategy: ..."): title
 # case by style, not a name.
@@ -407,7 +409,7 @@ def type_fit(asked: Question, text: str, near: bool) -> float:
             return 1.0
         return 0.6 if _DATE.search(text) else 0.0
     if asked.wants_person:
-        return 1.0 if _PERSON.search(text) else 0.6 if new_name(asked, text) else 0.0
+        return 1.0 if _PERSON.search(text) else 0.6 if new_name(asked, text, person=True) else 0.0
     if kind == "who":
         return 1.0 if _BODY.search(text) else 0.0
     if kind == "list":
@@ -415,20 +417,23 @@ def type_fit(asked: Question, text: str, near: bool) -> float:
     return 0.5
 
 
-def new_name(asked: Question, text: str, bodies: bool = False) -> bool:
+def new_name(asked: Question, text: str, bodies: bool = False, person: bool = False) -> bool:
     """A name the question does not hold: a person's or a place's ("Luke Kuechly", not "Information Technology"
-    asked about, nor "Ministry of ..."), or with `bodies` any named body or initials too. A label before a colon
-    and, unless `bodies`, a phrase in quotes name nothing. At the start of a line a capital says nothing, so there
-    it takes an article and two capitalised words after it ("The South African Schools Act")."""
+    asked about, nor "Ministry of ..."), or with `bodies` any named body or initials too; a `person`'s holds a
+    word that is not a common English one ("Strategic Action Plan" is nobody). A label before a colon and, unless
+    `bodies`, a phrase in quotes name nothing. At the start of a line a capital says nothing, so there a name
+    other than a person's takes an article and two capitalised words after it ("The South African Schools Act")."""
     asked_words = set(_CAPITALISED.findall(asked.standalone))
     for line in _LEADING_LABEL.sub("", text).split("\n"):
         line = line if bodies else _QUOTED.sub(" ", line)
         for match in (_ENTITY if bodies else _NAME).finditer(line):
             words = _CAPITALISED.findall(match.group())
-            if match.start() == 0:
+            if match.start() == 0 and not person:
                 words = words[1:] if _ARTICLE.match(match.group()) and len(words) > 2 else []
             if words and not set(words) <= asked_words and (bodies or not (
-                    _INSTITUTION.search(match.group()) or _WITH_INITIALS.match(line, match.end()))):
+                    _INSTITUTION.search(match.group()) or _WITH_INITIALS.match(line, match.end()))) and (
+                    not person or any(w.lower() not in common_english_words() and w.lower() not in _MONTHS
+                                      for w in words)):
                 return True
     return False
 

@@ -124,6 +124,14 @@ def _known_words(word: str) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=1)
+def common_english_words() -> frozenset[str]:
+    """The words the dictionary's glosses write in lower case: English common words ("policy", "minister"), not
+    names ("Manning", "Elway" are no gloss; "William" is one only capitalised)."""
+    return frozenset(w for glosses in _dictionary().values() for gloss in glosses
+                     for w in re.findall(r"[A-Za-z]+", gloss) if w.islower())
+
+
 def _glosses(word: str) -> list[str]:
     return _dictionary().get(word, [])
 

@@ -143,3 +143,11 @@ def test_a_person_is_named_neither_by_a_body_nor_a_term_with_its_initials_nor_a_
                  "Each district appoints a Chief Data Officer (CDO) to keep the register.",
                  "Main Topic: Reuse circuits in the old town."]:
         assert type_fit(asked, text, False) == 0, text
+
+
+def test_a_run_of_capitalised_common_words_names_nobody():
+    asked = analyse("Who is the head of the Water Office?")
+    assert type_fit(asked, "Its type is a Government Policy and Strategic Action Plan.", False) == 0
+    assert type_fit(asked, "Date of Issue: December 25, 2025 (Released Jan 9, 2026).", False) == 0
+    assert type_fit(asked, "The plan was drafted by Wu Yin.", False) > 0
+    assert type_fit(asked, "Peyton Manning drafted the plan.", False) > 0  # first in the sentence, yet a name
