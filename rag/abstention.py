@@ -12,6 +12,7 @@ from rag.lexical import tokenize
 from rag.questions import Question
 from rag.retrieval import Retrieved
 from rag.store import Store
+from rag.translation import common_english_words
 
 
 def missing_required(asked: Question, passages: list[Retrieved], store: Store) -> str | None:
@@ -30,11 +31,13 @@ def missing_required(asked: Question, passages: list[Retrieved], store: Store) -
 
 
 def _named_in(name: str, names: str) -> bool:
-    """The name is there, or each of its words is, or its longest word is (a name quoted in part or misspelt
-    elsewhere: "Lor Loudoun"; but "United States" is not named by a text that only says "state")."""
+    """The name is there, or each of its words is, or one of its words that is no common English word is (a name
+    quoted in part or misspelt elsewhere: "Lor Loudoun", "Graham Twigg" written "Twigg"; but "United States" is
+    not named by a text that only says "state")."""
     words = spelling_key(name).split()
     present = [f" {w} " in names for w in words]
-    return spelling_key(name) in names or all(present) or present[max(range(len(words)), key=lambda n: len(words[n]))]
+    return spelling_key(name) in names or all(present) or any(
+        found and word not in common_english_words() for word, found in zip(words, present))
 
 
 @lru_cache(maxsize=256)
@@ -65,6 +68,8 @@ def numeric_problem(asked: Question, candidates: list[Candidate]) -> str | None:
     if not asked.head_noun:
         return None
     mentions = [c for c in candidates if _mentions_counted_thing(c.text, asked)]
+    if any(_mentions_counted_thing(c.text, asked, figure_after=True) for c in mentions):
+        return None  # "the career sack leader with 136": the figure follows the counted thing
     figures = [figure_for_noun(c.text, asked) for c in mentions]
     thing = " ".join(re.findall(r"[\w-]+", _counted_text(asked.standalone))) or asked.head_noun
     if any(found for found, _ in figures) and not any(found and matched for found, matched in figures):
@@ -74,17 +79,26 @@ def numeric_problem(asked: Question, candidates: list[Candidate]) -> str | None:
     return None
 
 
-def _mentions_counted_thing(text: str, asked: Question) -> bool:
-    """The counted noun, with one of the question's qualifiers right before it ('humanoid robots')."""
-    stems = [t[0] if t else "" for t in (tokenize(w) for w in re.findall(r"[\w,.]+", text.lower()))]
+def _mentions_counted_thing(text: str, asked: Question, figure_after: bool = False) -> bool:
+    """The counted noun, with one of the question's qualifiers right before it ('humanoid robots'), and with
+    `figure_after` a figure within the next few words ('career sack leader with 136')."""
+    words = re.findall(r"[\w,.]+", text.lower())
+    stems = [t[0] if t else "" for t in (tokenize(w) for w in words)]
+    given = numbers_in(asked.text)
     for position, stem in enumerate(stems):
-        if stem == asked.head_noun and (not asked.modifiers or (position and stems[position - 1] in asked.modifiers)):
+        qualified = not asked.modifiers or (position and stems[position - 1] in asked.modifiers)
+        after = [w.strip(",.").replace(",", "") for w in words[position + 1:position + 1 + _FIGURE_AFTER]]
+        if stem == asked.head_noun and qualified and (
+                not figure_after or any(_FIGURE.fullmatch(w) and w not in given for w in after)):
             return True
     return False
 
 
+_FIGURE = re.compile(r"\d[\d,.]*")
+_FIGURE_AFTER = 4  # words after the counted noun that may hold its figure ("leader with 136")
+
+
 def _counted_text(question: str) -> str:
-    match = re.search(r"\bhow (?:many|much)\s+([\w\s\"'-]+?)(?:\s+(?:are|is|will|must|should|to|by|in|under|per)\b|\?|"
-                      r"$)",
-                      question, re.IGNORECASE)
+    match = re.search(r"\bhow (?:many|much)\s+([\w\s\"'-]+?)(?:\s+(?:are|is|will|must|should|to|by|in|under|per|did|"
+                      r"do|does|have|has|had|were|was|can)\b|\?|$)", question, re.IGNORECASE)
     return match.group(1) if match else ""

@@ -264,3 +264,10 @@ def test_a_quote_ends_as_a_sentence_once_even_inside_quotation_marks():
     chunk = Chunk("doc#1", "doc", text, 0, 0, len(text), units=tuple(sentence_units(text, "")))
     quoted = cited_answer(sentence_candidates([Retrieved(chunk, 1.0, 1)]), [])
     assert quoted.text == 'Assess current "Digital Maturity." [1] Build labs (AI-driven). [2]'
+
+
+def test_a_name_the_text_writes_in_part_is_not_taken_for_an_absent_one(seeded):
+    # "Wu Yin" is there; "United States" is not named by a text that only says "state" (see above)
+    result = ask(seeded, "What does Hua Wu Yin expect the Opinions to unlock?")
+    assert not result.abstained
+    assert "multiplier effects" in result.text
