@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 
 from rag.candidates import UNITS, Candidate, figure_for_noun, type_fit
-from rag.grounding import numbers_in, spelling_key
+from rag.grounding import figures_in, numbers_in, spelling_key
 from rag.lexical import tokenize
 from rag.questions import Question
 from rag.retrieval import Retrieved
@@ -44,7 +44,7 @@ def _named_in(name: str, names: str) -> bool:
 def _document_keys(store: Store, doc_id: str, version: str) -> tuple[frozenset[str], str]:
     """The figures and the name key of one version of a document (read once per version)."""
     text = store.document_text(doc_id) or ""
-    return frozenset(numbers_in(text)), spelling_key(text)
+    return frozenset(figures_in(text)), spelling_key(text)
 
 
 def subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -> str | None:

@@ -51,12 +51,16 @@ def numbers_in(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(unicodedata.normalize("NFKC", text))}
 
 
+def figures_in(text: str) -> set[str]:
+    """The numbers of the text, those written as words too ("four primes" gives 4)."""
+    return numbers_in(text) | {value for word, value in _NUMBER_WORDS.items()
+                               if re.search(rf"\b{word}\b", text, re.IGNORECASE)}
+
+
 def unsupported_reason(sentence: str, passage: str) -> str | None:
     """None when `passage` supports `sentence`; otherwise what is missing from it."""
     sentence = _MARKER.sub("", sentence)
-    passage_numbers = numbers_in(passage) | {value for word, value in _NUMBER_WORDS.items()
-                                             if re.search(rf"\b{word}\b", passage, re.IGNORECASE)}
-    missing_numbers = sorted(numbers_in(sentence) - passage_numbers)
+    missing_numbers = sorted(numbers_in(sentence) - figures_in(passage))
     if missing_numbers:
         return f"the figure {', '.join(missing_numbers)} is not in the cited passage"
     folded_passage = fold(passage)

@@ -107,7 +107,10 @@ _UNIT_WORDS = {
     "currency": re.compile(r"yuan|rmb|¥|\$|usd|dollars?|euros?|money|monetary|budget|funding amount|worth|price|"
                            r"cost of|元|资金"),
 }
-_MONEY_QUESTION = re.compile(r"\b(monetary value|how much money|worth|price|budget)\b", re.IGNORECASE)
+# A question for a sum asks for it ("What is the price of ...", "How much money ..."); one that only names a
+# price ("When may a Stabilisation Manager act on the market price?") does not.
+_MONEY_QUESTION = re.compile(r"\b(?:monetary value|how much money)\b|\bwhat (?:is|was|are|were) (?:the|its|their) "
+                             r"(?:\w+\s+)?(?:worth|price|budget|cost)\b", re.IGNORECASE)
 # "Which province / In which city / What company ...": the answer is a named instance of the category.
 _ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|province|provinces|region|regions|"
                               r"country|countries|member states|company|companies|firm|firms|chipmakers?|"
@@ -216,7 +219,11 @@ def required_terms(text: str) -> list[str]:
 
 
 def _counted_phrase(text: str) -> list[str]:
-    """'How many humanoid robots are to be ...' -> stems ['humanoid', 'robot'] (the last is the counted noun)."""
+    """'How many humanoid robots are to be ...' -> stems ['humanoid', 'robot'] (the last is the counted noun);
+    nothing for a share or a change ("How much of the effect ...", "How much has it changed")."""
+    if re.search(r"\bhow (?:many|much)\s+(?:of|has|have|had|is|are|was|were|did|do|does|will|would|can|could)\b",
+                 text, re.IGNORECASE):
+        return []
     match = re.search(r"\bhow (?:many|much)\s+((?:[\w-]+\s+){0,4}?[\w-]+)\s+(?:are|is|will|would|must|should|does|do|"
                       r"did|can|have|has|to|by|in|under|of|for|per|were|was|does)\b", text, re.IGNORECASE)
     if not match:

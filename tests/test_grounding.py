@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag.grounding import fold, spelling_key, unsupported_reason
+from rag.grounding import figures_in, fold, spelling_key, unsupported_reason
 
 PASSAGE = ("By 2027, the plan seeks to create 100 high‑quality industrial datasets and scale 500 representative "
            "application scenarios, led by the Ministry of Industry and Information Technology.")
@@ -42,3 +42,7 @@ def test_a_name_matches_its_spelling_variants_plurals_and_case(asked, written):
 
 def test_a_name_matches_whole_words_only():
     assert spelling_key("art") not in spelling_key("the party started")
+
+
+def test_figures_written_as_words_count_as_figures():
+    assert {"4", "1000", "2027"} <= figures_in("At least four primes, a thousand datasets, by 2027.")

@@ -34,6 +34,20 @@ def test_counted_noun_and_its_qualifiers():
     asked = analyse("How many humanoid robots are to be deployed in factories by 2027?")
     assert (asked.head_noun, asked.modifiers) == ("robot", ("humanoid",))
     assert analyse("How many ministries or departments issued it?").modifiers == ()
+    for share_or_change in ("How much of the greenhouse effect is due to carbon dioxide?",
+                            "How much has the mean temperature changed?", "How many of the voters must agree?"):
+        assert analyse(share_or_change).head_noun is None  # nothing is counted
+
+
+@pytest.mark.parametrize("question, kind, unit", [
+    ("What is the price of a reuse permit?", "numeric", "currency"),
+    ("How much money is in the fund?", "numeric", "currency"),
+    ("Where must a notice be sent if Price Stabilisation is expected?", "other", None),  # names a price, asks none
+    ("When may a manager act on the market price?", "condition", None),
+])
+def test_a_question_for_a_sum_asks_for_one(question, kind, unit):
+    asked = analyse(question)
+    assert (asked.kind, asked.unit) == (kind, unit)
 
 
 def test_required_terms_are_figures_and_names():
