@@ -67,6 +67,8 @@ def numeric_problem(asked: Question, candidates: list[Candidate]) -> str | None:
         return f"no passage gives an amount in {asked.unit}"
     if not asked.head_noun:
         return None
+    if asked.head_noun in _SPANS_OF_TIME and not any(figure_for_noun(c.text, asked)[0] for c in candidates):
+        return f"no passage gives a number of {asked.head_noun}s"  # a span of time comes with its unit
     mentions = [c for c in candidates if _mentions_counted_thing(c.text, asked)]
     if any(_mentions_counted_thing(c.text, asked, figure_after=True) for c in mentions):
         return None  # "the career sack leader with 136": the figure follows the counted thing
@@ -94,6 +96,8 @@ def _mentions_counted_thing(text: str, asked: Question, figure_after: bool = Fal
     return False
 
 
+# Units that prose writes out ("18 months"); distances and weights are often abbreviated ("5,500,000 km2").
+_SPANS_OF_TIME = frozenset(tokenize("days weeks months years"))
 _FIGURE = re.compile(r"\d[\d,.]*")
 _FIGURE_AFTER = 4  # words after the counted noun that may hold its figure ("leader with 136")
 

@@ -31,3 +31,9 @@ def test_a_figure_for_another_kind_beside_the_asked_one_is_no_answer():
     asked = analyse("How many humanoid robots will the districts deploy?")
     found = candidates("The districts will deploy 100 industrial robots and test humanoid robots.")
     assert "other kinds of robots, not for humanoid robots" in numeric_problem(asked, found)
+
+
+def test_a_duration_is_given_with_its_unit():
+    asked = analyse("By how many months will the reuse circuits shorten repairs?")
+    assert "number of months" in numeric_problem(asked, candidates("The districts will open 12 reuse circuits."))
+    assert numeric_problem(asked, candidates("Repairs will take three months less.")) is None
