@@ -133,7 +133,7 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     candidates = rank_candidates(asked, kept, rows, probabilities, opinion.lead if opinion else None)
     if not candidates:
         wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
-                  or (f"the name of a {asked.wants_name_of}" if asked.wants_name_of else "a person's name"))
+                  or (f"the name asked for ({asked.wants_name_of})" if asked.wants_name_of else "a person's name"))
         return abstention(asked, passages, f"no passage on this gives {wanted}")
     if asked.kind in ("numeric", "date") or asked.wants_person:
         subject = subject_without_typed_answer(asked, every)

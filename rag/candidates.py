@@ -51,7 +51,7 @@ _NAME = re.compile(r"\b[A-Z][a-z'’]+(?:\s+(?:of\s+|and\s+|the\s+)?[A-Z][a-z'�
 _ENTITY = re.compile(rf"{_NAME.pattern}|\b[A-Z]{{2,}}\b")
 # A person, city, province or country is not named by initials ("BRICS", "SCO", "AI" name no city; a company may
 # be), nor by an institution's name ("Ministry of ...") or a term with its initials ("Chief Data Officer (CDO)").
-_PLACES = ("cit", "province", "region", "countr", "member state")
+_PLACES = ("cit", "town", "village", "count", "district", "port", "province", "region", "member state")
 _MONTHS = frozenset("january february march april june july august september october november december jan feb mar "
                     "apr jun jul aug sep sept oct nov dec".split())
 _WITH_INITIALS = re.compile(r"\s*\([A-Z]{2,}s?\)")
@@ -71,7 +71,7 @@ _LAW_MARKS = r"Law|Laws|Act|Acts|Regulations?|Rules|Code|Measures|Provisions|Ord
 _BODY_MARKS = rf"{_INSTITUTION_WORDS}|Ministry|Ministries"
 _NAME_MARKS = {"universit": r"University|Universities|College|Institute|Academy|School", "agenc": _BODY_MARKS,
                "ministr": r"Ministry|Ministries|Department|Commission|Administration|Bureau", "law": _LAW_MARKS,
-               "regulation": _LAW_MARKS, "bank": "Bank|Banks"}
+               "regulation": _LAW_MARKS, "rules": _LAW_MARKS, "bank": "Bank|Banks"}
 UNITS = {"percent": re.compile(r"%|percent|per cent|百分"),
           "currency": re.compile(r"yuan|rmb|¥|\$|dollar|euro|billion|million|元")}
 _DEFINES = re.compile(r"^\W*(?:an? |the )?(.{2,80}?)\s+(?:is|are|means|refers to|denotes|stands for|is defined as|"

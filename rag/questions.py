@@ -112,11 +112,12 @@ _UNIT_WORDS = {
 _MONEY_QUESTION = re.compile(r"\b(?:monetary value|how much money)\b|\bwhat (?:is|was|are|were) (?:the|its|their) "
                              r"(?:\w+\s+)?(?:worth|price|budget|cost)\b", re.IGNORECASE)
 # "Which province / In which city / What company ...": the answer is a named instance of the category.
-_ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:\w+\s+){0,2}?(city|cities|province|provinces|region|regions|"
+_ENTITY_QUESTION = re.compile(r"\b(?:which|what)\s+(?:[\w-]+\s+){0,2}?(city|cities|towns?|villages?|count(?:y|ies)|"
+                              r"districts?|ports?|province|provinces|region|regions|"
                               r"country|countries|member states|company|companies|firm|firms|chipmakers?|"
                               r"manufacturers?|universit(?:y|ies)|agenc(?:y|ies)|ministry|ministries|law|laws|act|"
-                              r"regulation|regulations|licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|partners?|"
-                              r"institutions?)\b", re.IGNORECASE)
+                              r"regulation|regulations|rules|licen[cs]e|banks?|courts?|teams?|organi[sz]ations?|"
+                              r"partners?|institutions?)\b", re.IGNORECASE)
 # The same asked in Chinese ("哪些省份", "哪家公司", "什么大学"), by the English word of its category.
 _CHINESE_ENTITY_QUESTION = re.compile(r"(?:哪(?:个|座|家|支|所|些|一个|一座|一家|一支|一所)?|什么)"
                                       r"(城市|省份|省|国家|公司|车企|大学|学校|球队|法律|法案|法规|银行|机构|组织)")

@@ -94,6 +94,8 @@ def test_follow_ups_carry_the_previous_key_terms():
     ("What should a company evaluate at the outset?", None),  # the company is the subject, not what is asked
     ("What did Newcastle University win in 2000?", None),
     ("What country-wide system oversees computing power?", None),
+    ("Which porcelain-producing town is cited?", "town"),
+    ("Which specific export-control rules does it name?", "rules"),
     ("数据中心应当在每年几月几日前报送能耗数据？", None),
 ])
 def test_a_question_for_a_named_instance_of_a_category_says_which_in_either_language(question, category):
