@@ -15,6 +15,28 @@ from rag.store import Store
 from rag.translation import common_english_words
 
 
+def before_ranking(asked: Question, passages: list[Retrieved], candidates: list[Candidate], store: Store) -> str | None:
+    """Why the passages cannot answer, by the rules that need no model: a year, figure or name of the question
+    their documents never contain, or a count they never give."""
+    if missing := missing_required(asked, passages, store):
+        return f"they never mention {missing}"
+    return numeric_problem(asked, candidates) if asked.kind == "numeric" else None
+
+
+def after_ranking(asked: Question, ranked: list[Candidate], candidates: list[Candidate]) -> str | None:
+    """Why the passages cannot answer, by the rules of strict question types once the candidates are ranked
+    (`ranked`: what rag.candidates.rank_candidates left of `candidates`)."""
+    if not ranked:
+        wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
+                  or (f"the name asked for ({asked.wants_name_of})" if asked.wants_name_of else "a person's name"))
+        return f"no passage on this gives {wanted}"
+    strict = asked.kind in ("numeric", "date") or asked.wants_person
+    if strict and (subject := subject_without_typed_answer(asked, candidates)):
+        wanted = "date" if asked.kind == "date" else "figure" if asked.kind == "numeric" else "name"
+        return f"they mention {subject} but give no {wanted} for it"
+    return None
+
+
 def missing_required(asked: Question, passages: list[Retrieved], store: Store) -> str | None:
     """A year, figure or name from the question that none of the passages' documents contains (the passage that
     answers "How many 2015 interceptions?" need not say 2015 itself, but its article must)."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
-from rag.abstention import missing_required, numeric_problem, subject_without_typed_answer
+from rag.abstention import after_ranking, before_ranking
 from rag.candidates import (
     ELLIPSIS,
     Candidate,
@@ -114,15 +114,11 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     """One to four sentences quoted verbatim from the passages, best first, each with its citation."""
     if not passages:
         return abstention(asked, passages, "nothing relevant is stored")
-    missing = missing_required(asked, passages, store)
-    if missing:
-        return abstention(asked, passages, f"they never mention {missing}")
+    every = sentence_candidates(passages, asked.kind == "list")
+    if reason := before_ranking(asked, passages, every, store):
+        return abstention(asked, passages, reason)
     if asked.kind == "summary" and (summary := _summary(passages, store)):
         return summary
-    every = sentence_candidates(passages, asked.kind == "list")
-    problem = numeric_problem(asked, every) if asked.kind == "numeric" else None
-    if problem:
-        return abstention(asked, passages, problem)
     kept, rows = candidate_features(asked, every, store)
     model = load_model()
     probabilities = model.probability(rows, asked.cjk)
@@ -131,15 +127,8 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
                               model.second_opinion_weight) if reader else None)
     answerable = round(model.answerable_probability(rows, probabilities, opinion.cosine if opinion else None), 4)
     candidates = rank_candidates(asked, kept, rows, probabilities, opinion.lead if opinion else None)
-    if not candidates:
-        wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
-                  or (f"the name asked for ({asked.wants_name_of})" if asked.wants_name_of else "a person's name"))
-        return abstention(asked, passages, f"no passage on this gives {wanted}")
-    if asked.kind in ("numeric", "date") or asked.wants_person:
-        subject = subject_without_typed_answer(asked, every)
-        if subject:
-            wanted = "date" if asked.kind == "date" else "figure" if asked.kind == "numeric" else "name"
-            return abstention(asked, passages, f"they mention {subject} but give no {wanted} for it")
+    if reason := after_ranking(asked, candidates, every):
+        return abstention(asked, passages, reason)
     threshold = model.abstain_below if settings.abstain_threshold is None else settings.abstain_threshold
     if answerable < threshold:
         return replace(

@@ -20,7 +20,8 @@ from rag.selection import FEATURES
 from rag.store import Store
 from rag.translation import common_english_words, term_groups, translate
 
-_NUMBER_WORD = re.compile(r"^(one|two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand)$")
+_NUMBER_WORD = re.compile(r"^(one|two|three|four|five|six|seven|eight|nine|ten|dozens?|hundreds?|thousands?|half|"
+                          r"halves|thirds?|quarters?)$")
 _NUMBER_TOKEN = re.compile(rf"^\d[\d,.]*$|{_NUMBER_WORD.pattern}")
 _DATE = re.compile(r"\b(1[0-9]|20)\d{2}s?\b|\b\d{1,2}(st|nd|rd|th) century\b|\b\d{1,2}/\d{1,2}/\d{4}\b|\b(jan|feb|mar|"
                    r"apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d|(1[0-9]|20)\d{2}\s*年|"
@@ -109,9 +110,9 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
         for line in lines:
             text = chunk.text[units[line[0]].start:units[line[-1]].end]
             key = fold(text)
-            if (key in seen or word_count(text) < 3 or _asks_or_leads_in(text)
+            if (key in seen or word_count(text) < 3 or _asks_or_leads_in(text) or _METADATA.match(text)
                     or is_term_line(text) or _bare(text) in headings):
-                continue  # a question, a bare term or title, or a lead-in to what follows is not an answer
+                continue  # a question, a bare term or title, a page's tags, or a lead-in is not an answer
             seen.add(key)
             found.append(Candidate(passage, chunk.start + units[line[0]].start, chunk.start + units[line[-1]].end,
                                    text, units[line[0]].label, units=tuple(line)))
@@ -121,8 +122,16 @@ def sentence_candidates(passages: list[Retrieved], list_question: bool = False) 
 
 
 def _asks_or_leads_in(text: str) -> bool:
-    """A question the text asks itself, or a lead-in to what follows: it answers nothing."""
-    return text.endswith(("?", "？", ":", "："))
+    """A question the text asks itself (also as a task: "Explain the shift to ..."), or a lead-in to what follows:
+    it answers nothing."""
+    return text.endswith(("?", "？", ":", "：")) or bool(_TASK.match(text))
+
+
+# A line of a page's tags or keywords; a task set as a question in a FAQ or an exercise.
+_METADATA = re.compile(r"^\W*(?:tags?|keywords?|categories|category|filed under|topics|标签|关键词|分类)\s*[:：]",
+                       re.IGNORECASE)
+_TASK = re.compile(r"^\W*(?:explain|describe|outline|discuss|compare|summari[sz]e|define)\s[^.!?\n]{0,100}\.?$",
+                   re.IGNORECASE)
 
 
 def _is_bullet(chunk: Chunk, unit: SentenceUnit) -> bool:

@@ -151,3 +151,16 @@ def test_a_run_of_capitalised_common_words_names_nobody():
     assert type_fit(asked, "Date of Issue: December 25, 2025 (Released Jan 9, 2026).", False) == 0
     assert type_fit(asked, "The plan was drafted by Wu Yin.", False) > 0
     assert type_fit(asked, "Peyton Manning drafted the plan.", False) > 0  # first in the sentence, yet a name
+
+
+def test_a_pages_tags_and_a_task_set_as_a_question_are_not_candidates():
+    text = ("Tags: Water Reuse, Grey Water, District Policy\nExplain the shift to metered reuse circuits.\n"
+            "The Water Office opened two reuse circuits in the old town this spring.\n")
+    assert [c.text for c in sentence_candidates([passage(text)])] == [
+        "The Water Office opened two reuse circuits in the old town this spring."]
+
+
+def test_a_share_written_as_a_fraction_answers_how_much():
+    for question, text in [("How many of the circuits leak?", "Over half of them leak."),
+                           ("What amount of the district's water is reused?", "About a third of it is reused.")]:
+        assert type_fit(analyse(question), text, False) > 0
