@@ -30,8 +30,7 @@ def after_ranking(asked: Question, ranked: list[Candidate], candidates: list[Can
         wanted = ({"numeric": "a figure", "date": "a date"}.get(asked.kind)
                   or (f"the name asked for ({asked.wants_name_of})" if asked.wants_name_of else "a person's name"))
         return f"no passage on this gives {wanted}"
-    strict = asked.kind in ("numeric", "date") or asked.wants_person
-    if strict and (subject := subject_without_typed_answer(asked, candidates)):
+    if asked.strict_type and (subject := subject_without_typed_answer(asked, candidates)):
         wanted = "date" if asked.kind == "date" else "figure" if asked.kind == "numeric" else "name"
         return f"they mention {subject} but give no {wanted} for it"
     return None
@@ -108,12 +107,13 @@ def _mentions_counted_thing(text: str, asked: Question, figure_after: bool = Fal
     `figure_after` a figure within the next few words ('career sack leader with 136')."""
     words = re.findall(r"[\w,.]+", text.lower())
     stems = [t[0] if t else "" for t in (tokenize(w) for w in words)]
-    given = numbers_in(asked.text)
     for position, stem in enumerate(stems):
-        qualified = not asked.modifiers or (position and stems[position - 1] in asked.modifiers)
+        if stem != asked.head_noun or (asked.modifiers and not (position and stems[position - 1] in asked.modifiers)):
+            continue
+        if not figure_after:
+            return True
         after = [w.strip(",.").replace(",", "") for w in words[position + 1:position + 1 + _FIGURE_AFTER]]
-        if stem == asked.head_noun and qualified and (
-                not figure_after or any(_FIGURE.fullmatch(w) and w not in given for w in after)):
+        if any(_FIGURE.fullmatch(w) and w not in numbers_in(asked.text) for w in after):
             return True
     return False
 

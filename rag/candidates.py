@@ -303,9 +303,7 @@ def rank_candidates(
     figure = FEATURES.index("figure_for_noun")
     scored = [replace(c, support=round(float(p), 4), has_number_for_noun=bool(row[figure]))
               for c, p, row in zip(kept, probabilities, rows)]
-    if (
-        asked.kind in ("numeric", "date") or asked.wants_person
-    ):  # strict types: the answer must carry a figure/date/name
+    if asked.strict_type:  # the answer must carry a figure, a date or a name
         scored = [c for c in scored if type_fit(asked, c.text, c.has_number_for_noun) > 0]
     if asked.wants_name_of:  # "in which city": the sentence must name something the question does not
         mark = next((m for stem, m in _NAME_MARKS.items() if asked.wants_name_of.startswith(stem)), None)

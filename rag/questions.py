@@ -144,6 +144,11 @@ class Question:
     injection: tuple[str, ...] = ()  # safety rules the question trips: answered as a plain question, never obeyed
     wants_name_of: str | None = None  # "city" for "In which city ...": the answer must name one
 
+    @property
+    def strict_type(self) -> bool:
+        """A count, a date or a person is asked: a sentence without one does not answer."""
+        return self.kind in ("numeric", "date") or self.wants_person
+
 
 def normalise(question: str, max_chars: int) -> str:
     """NFKC, no control or direction characters, single spaces; empty or over-long is a QuestionError."""
