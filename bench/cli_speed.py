@@ -2,8 +2,9 @@
 
 F is `python -c "import chromadb, onnxruntime, tokenizers, numpy, bm25s"`, the imports a question cannot do
 without, measured in the same run and interleaved with the commands so all see the same machine load. Then, on
-a store built from corpus/ (models exported before the clocks start): a cold `rag ask`, a no-change
-`rag ingest corpus` and `rag docs`. Medians of --runs; ratios to F. Writes bench/results/cli_speed.json.
+a store built from corpus/ (models exported before the clocks start): a cold `rag ask` (of a figure, and of a
+person), a no-change `rag ingest corpus` and `rag docs`. Medians of --runs; ratios to F. Writes
+bench/results/cli_speed.json.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOOR = ["-c", "import chromadb, onnxruntime, tokenizers, numpy, bm25s"]
 COMMANDS = {
     "ask": ["-m", "rag", "ask", "How many industrial datasets will be built by 2027?"],
+    # a person is asked: the name rules need the list of common English words
+    "ask_person": ["-m", "rag", "ask", "Who is the minister who signed the Opinions?"],
     "ingest_no_change": ["-m", "rag", "ingest", "corpus"],
     "docs": ["-m", "rag", "docs"],
 }
-TARGETS = {"ask": 1.6, "ingest_no_change": 1.0, "docs": 0.5}
+TARGETS = {"ask": 1.6, "ask_person": 1.6, "ingest_no_change": 1.0, "docs": 0.5}
 
 
 def timed(args: list[str], env: dict) -> float:

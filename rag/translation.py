@@ -15,12 +15,14 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from rag.lexical import CHINESE_STOP_WORDS, STOP_WORDS, jieba_tokenizer, tokenize
 
 # Fitted with the fusion weights by bench/fit_chinese_fusion.py (1, 2 and 3 tried).
 GLOSSES_PER_WORD = 3
 _LONGEST_WORD = 8
+COMMON_ENGLISH_WORDS = Path(__file__).with_name("common_english_words.txt")
 _JOINED_PIECES = 3
 _ENTRY = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -127,7 +129,13 @@ def _known_words(word: str) -> list[str]:
 @lru_cache(maxsize=1)
 def common_english_words() -> frozenset[str]:
     """The words the dictionary's glosses write in lower case: English common words ("policy", "minister"), not
-    names ("Manning", "Elway" are no gloss; "William" is one only capitalised)."""
+    names ("Manning", "Elway" are no gloss; "William" is one only capitalised). Read from COMMON_ENGLISH_WORDS,
+    which `python -m rag.translation` derives from the dictionary, so an English question does not wait the two
+    seconds that reading the dictionary takes."""
+    return frozenset(COMMON_ENGLISH_WORDS.read_text(encoding="utf-8").split())
+
+
+def derive_common_english_words() -> frozenset[str]:
     return frozenset(w for glosses in _dictionary().values() for gloss in glosses
                      for w in re.findall(r"[A-Za-z]+", gloss) if w.islower())
 
@@ -171,3 +179,7 @@ def _clean(gloss: str) -> str | None:
     if not words or len(words) > 4 or all(w.lower() in STOP_WORDS for w in words):
         return None
     return gloss
+
+
+if __name__ == "__main__":  # rewrite COMMON_ENGLISH_WORDS after the dictionary changes
+    COMMON_ENGLISH_WORDS.write_text("\n".join(sorted(derive_common_english_words())) + "\n", encoding="utf-8")

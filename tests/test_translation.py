@@ -1,7 +1,7 @@
 """Dictionary translation of Chinese questions into English search terms (real CC-CEDICT from the package)."""
 
 from rag.lexical import tokenize
-from rag.translation import term_groups, translate
+from rag.translation import common_english_words, derive_common_english_words, term_groups, translate
 
 
 def test_content_words_become_their_first_glosses_and_figures_pass_through():
@@ -58,3 +58,10 @@ def test_each_asked_word_is_one_group_of_all_its_senses():
     assert {("construct",), ("establish",)} <= set(build)  # every sense, where translate() keeps three
     assert (("dataset",),) in groups
     assert len(groups) == 4  # 2027, build, industry, dataset: the question's and measure words give none
+
+
+def test_the_shipped_common_english_words_are_the_ones_the_dictionary_gives():
+    shipped = common_english_words()
+    assert shipped == derive_common_english_words(), "run `python -m rag.translation` to rewrite the list"
+    assert {"policy", "minister", "state"} <= shipped
+    assert not {"manning", "elway", "wu"} & shipped  # names, and pinyin from the dictionary's notes, are not words
