@@ -2,8 +2,8 @@
 
 F is `python -c "import chromadb, onnxruntime, tokenizers, numpy, bm25s"`, the imports a question cannot do
 without, measured in the same run and interleaved with the commands so all see the same machine load. Then, on
-a store built from corpus/ (models exported before the clocks start): a cold `rag ask` (of a figure, and of a
-person), a no-change `rag ingest corpus` and `rag docs`. Medians of --runs; ratios to F. Writes
+a store built from corpus/ (models exported before the clocks start): a cold `rag ask` (of a figure, of a person
+and in Chinese), a no-change `rag ingest corpus` and `rag docs`. Medians of --runs; ratios to F. Writes
 bench/results/cli_speed.json.
 """
 
@@ -25,6 +25,8 @@ COMMANDS = {
     "ask": ["-m", "rag", "ask", "How many industrial datasets will be built by 2027?"],
     # a person is asked: the name rules need the list of common English words
     "ask_person": ["-m", "rag", "ask", "Who is the minister who signed the Opinions?"],
+    # a Chinese question loads jieba, the dictionary and the multilingual models too; no issue sets its target
+    "ask_chinese": ["-m", "rag", "ask", "到2027年要建成多少个工业数据集？"],
     "ingest_no_change": ["-m", "rag", "ingest", "corpus"],
     "docs": ["-m", "rag", "docs"],
 }
@@ -58,7 +60,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores", "runs": options.runs,
         "floor_s": round(floor, 3),
         "commands": {name: {"seconds": round(medians[name], 3), "ratio_to_floor": round(medians[name] / floor, 3),
-                            "target_ratio": TARGETS[name], "met": medians[name] / floor <= TARGETS[name],
+                            "target_ratio": TARGETS.get(name),
+                            "met": medians[name] / floor <= TARGETS[name] if name in TARGETS else None,
                             "all_seconds": [round(s, 3) for s in seconds[name]]} for name in COMMANDS},
         "floor_all_seconds": [round(s, 3) for s in seconds["floor"]],
     }
@@ -66,8 +69,9 @@ def main() -> None:
     options.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"import floor F = {floor:.2f} s")
     for name, row in results["commands"].items():
-        print(f"{name:18} {row['seconds']:6.2f} s  {row['ratio_to_floor']:.2f} F  (target <= {row['target_ratio']} F: "
-              f"{'met' if row['met'] else 'MISSED'})")
+        verdict = "no target" if row["met"] is None else \
+            f"target <= {row['target_ratio']} F: {'met' if row['met'] else 'MISSED'}"
+        print(f"{name:18} {row['seconds']:6.2f} s  {row['ratio_to_floor']:.2f} F  ({verdict})")
 
 
 if __name__ == "__main__":
