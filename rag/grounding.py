@@ -44,8 +44,9 @@ def _spelling(word: str) -> str:
 def spelling_key(text: str) -> str:
     """The comparison form for names: folded, words in one spelling ("Authorised Persons" = "authorized person"),
     padded with spaces so that a key found inside another matches whole words only."""
-    text = re.sub(r"\((?:e?s)\)", "", fold(text))  # "Person(s)"
-    return " " + " ".join(_spelling(w) for w in re.findall(r"[^\W_]+", text)) + " "
+    words = re.findall(r"[^\W_]+", re.sub(r"\((?:e?s)\)", "", fold(text)))  # "Person(s)"
+    spelt = {word: _spelling(word) for word in set(words)}  # once per distinct word: the rules key whole documents
+    return " " + " ".join(map(spelt.__getitem__, words)) + " "
 
 
 def numbers_in(text: str) -> set[str]:
