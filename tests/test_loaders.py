@@ -63,6 +63,20 @@ def test_markdown_front_matter_gives_citation_fields_and_body_is_verbatim():
     assert not doc.text.startswith("---")
 
 
+def test_markdown_inline_markup_is_dropped_but_its_words_and_structure_stay(tmp_path):
+    path = tmp_path / "plan.md"
+    path.write_text("# The **Plan**\n\n** The Strategic Goal:** By 2027, build 100 *high-quality* datasets, "
+                    "says [MIIT](https://www.miit.gov.cn/n1146290/index.html).\n\n* item one\n* item `two`\n\n"
+                    "| __Target__ | 2*3*4 |\n\nThe field data_set_id stays, and so do window.__xss = 1 and 2**3 = 8 "
+                    "**bold**.\n", encoding="utf-8")
+    doc = load_document(path, root=tmp_path)
+    assert doc.title == "The Plan"
+    assert "The Strategic Goal: By 2027, build 100 high-quality datasets, says MIIT.\n" in doc.text
+    assert "* item one\n* item two" in doc.text and "| Target | 2*3*4 |" in doc.text
+    assert "data_set_id stays, and so do window.__xss = 1 and 2**3 = 8 bold." in doc.text
+    assert "miit.gov.cn" not in doc.text
+
+
 def test_defaults_without_front_matter(tmp_path):
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "plan notes.md"
