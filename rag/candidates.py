@@ -13,7 +13,7 @@ from rag.chunking import bare_term, is_term_line
 from rag.documents import Chunk, SentenceUnit
 from rag.grounding import fold, numbers_in
 from rag.index_layout import MAIN_INDEX, MULTILINGUAL_INDEX
-from rag.lexical import tokenize, word_count
+from rag.lexical import neighbour_pairs, tokenize, word_count
 from rag.questions import Question, content_terms
 from rag.retrieval import Retrieved, sentence_vectors
 from rag.selection import FEATURES
@@ -253,6 +253,7 @@ def candidate_features(
     best = max(similarities)
     order = {n: rank for rank, n in enumerate(sorted(range(len(kept)), key=lambda n: -similarities[n]))}
     subject = _defined_subject(asked)
+    pairs = set() if asked.cjk else word_pairs(asked.standalone)
     rows = []
     for n, candidate in enumerate(kept):
         terms = term_lists[n]
@@ -267,6 +268,7 @@ def candidate_features(
             "translated_similarity": translated.get(_key(candidate), 0.0),
             "similarity_rank": 1 / (1 + order[n]), "terms": share(tokens[n]), "rare_terms": rare,
             "heading_terms": share(context),
+            "word_pairs": len(pairs & word_pairs(candidate.text)) / len(pairs) if pairs else 0.0,
             **{f"type_fit_{kind}": fit if asked.kind == kind or (kind == "who" and asked.wants_person) else 0.0
                for kind in ("numeric", "date", "who", "list")},
             "figure_for_noun": float(near), "definition": float(_defines(candidate, subject)),
@@ -288,6 +290,15 @@ def candidate_features(
     for features, candidate in zip(rows, kept):
         features["passage_score"] = candidate.passage.score / top_score
     return kept, np.asarray([[features[name] for name in FEATURES] for features in rows], dtype=float)
+
+
+def word_pairs(text: str) -> set[tuple[str, str]]:
+    """Neighbouring words, lower case, stop words kept: a question that copies a phrase of the sentence ("in the
+    2015 season") shares its pairs; pairs of stems without stop words added nothing to selection held out."""
+    return neighbour_pairs(_PAIR_WORD.findall(text.lower()))
+
+
+_PAIR_WORD = re.compile(r"[^\W_]+")
 
 
 def _said(term: tuple[tuple[str, ...], ...], tokens: set[str]) -> bool:

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,6 +76,11 @@ _WORD_OR_CJK = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")
 def word_count(text: str) -> int:
     """Words of English and Chinese text alike: a CJK character counts as a word."""
     return len(_WORD_OR_CJK.findall(text))
+
+
+def neighbour_pairs(words: Sequence[str]) -> set[tuple[str, str]]:
+    """Each word with the one after it: what a copied phrase shares and a reworded one does not."""
+    return set(zip(words, words[1:]))
 
 
 def has_cjk(text: str) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag.errors import RagError
-from rag.lexical import tokenize
+from rag.lexical import neighbour_pairs, tokenize
 from rag.questions import content_terms
 from rag.selection import Logistic, logistic_from_json
 
@@ -52,7 +52,7 @@ def passage_features(question: str, passages: Sequence[Retrieved]) -> np.ndarray
     if not passages:
         return np.zeros((0, len(FEATURES)))
     terms = set(content_terms(question))
-    pairs = _pairs(tokenize(question))
+    pairs = neighbour_pairs(tokenize(question))
     tokens = [_tokens(p.chunk.text) for p in passages]
     found = [set(t) for t in tokens]
     rarity = {t: math.log(1 + len(passages) / (1 + sum(t in f for f in found))) for t in terms}
@@ -76,7 +76,7 @@ def passage_features(question: str, passages: Sequence[Retrieved]) -> np.ndarray
             sum(rarity[t] for t in terms & present) / total_rarity,
             len(terms & heading) / max(1, len(terms)),
             math.log1p(len(passage.chunk.text.split())),
-            len(pairs & _pairs(words)) / max(1, len(pairs)),
+            len(pairs & neighbour_pairs(words)) / max(1, len(pairs)),
         ])
     return np.asarray(rows, dtype=float)
 
@@ -110,10 +110,6 @@ def _scores(passages: Sequence[Retrieved], retriever: str) -> np.ndarray:
 @lru_cache(maxsize=8192)
 def _tokens(text: str) -> tuple[str, ...]:
     return tuple(tokenize(text))
-
-
-def _pairs(tokens: Sequence[str]) -> set[tuple[str, str]]:
-    return set(zip(tokens, tokens[1:]))
 
 
 @lru_cache(maxsize=4)

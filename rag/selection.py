@@ -30,6 +30,7 @@ FEATURES = (
     "terms_gap", "rare_terms_gap", "heading_terms_gap",  # each how far below the question's best candidate
     "rare_terms",          # the same, each term weighed by its rarity among the candidates
     "heading_terms",       # share of the question's terms in the label or heading above the sentence
+    "word_pairs",          # share of the question's pairs of neighbouring words the sentence has ("the 2015 season")
     # fit to the question's type, one feature per type so each weighs its own: a figure for "how many", a day
     # (or a year, when a year is asked) for "when", a named body for "who", several items for lists
     "type_fit_numeric", "type_fit_date", "type_fit_who", "type_fit_list",

@@ -2,7 +2,14 @@
 
 import numpy as np
 
-from rag.candidates import rank_candidates, sentence_candidates, type_fit, with_its_antecedent, with_its_term
+from rag.candidates import (
+    rank_candidates,
+    sentence_candidates,
+    type_fit,
+    with_its_antecedent,
+    with_its_term,
+    word_pairs,
+)
 from rag.chunking import sentence_units
 from rag.documents import Chunk
 from rag.questions import analyse
@@ -164,3 +171,11 @@ def test_a_share_written_as_a_fraction_answers_how_much():
     for question, text in [("How many of the circuits leak?", "Over half of them leak."),
                            ("What amount of the district's water is reused?", "About a third of it is reused.")]:
         assert type_fit(analyse(question), text, False) > 0
+
+
+def test_word_pairs_reward_a_copied_phrase_not_the_same_words_reworded():
+    asked = word_pairs("How many interceptions did the Panthers make in the 2015 season?")
+    copied = word_pairs("In the 2015 season, the Panthers' defense made 24 interceptions.")
+    reworded = word_pairs("Interceptions: 24, a season record for Panthers defense in 2015.")
+    assert {("the", "2015"), ("2015", "season"), ("the", "panthers")} <= asked & copied
+    assert not asked & reworded
