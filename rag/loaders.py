@@ -288,6 +288,28 @@ def _load_pdf(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tup
 
 
 _DROP_TAGS = ("script", "style", "nav", "header", "footer", "noscript", "template", "svg", "iframe", "form")
+# A page built of divs marks its menus and footers by role, class or id ("site-nav", "breadcrumb", "footer").
+_CHROME_ROLES = frozenset({"navigation", "banner", "contentinfo", "search"})
+_CHROME_NAME = re.compile(r"^(?:site-?|page-?|global-?|top-?|main-?)?(?:nav|navbar|navigation|menu|menubar|"
+                          r"breadcrumbs?|footer|sidebar|cookies?|cookie-?(?:banner|notice|consent)|skip-?link|share|"
+                          r"social)$", re.IGNORECASE)
+
+
+def _is_page_chrome(tag) -> bool:
+    if tag.name in ("html", "body", "main", "article"):
+        return False
+    names = [tag.get("id") or "", *(tag.get("class") or [])]
+    return (tag.get("role") or "").lower() in _CHROME_ROLES or any(_CHROME_NAME.match(n) for n in names if n)
+
+
+def _main_content(soup):
+    """The page's main element when it marks one (`<main>`, role="main", a single `<article>`), else its body:
+    what sits beside it on the page (menus, related links, ads) is not the document."""
+    marked = soup.find("main") or soup.find(attrs={"role": "main"})
+    articles = soup.find_all("article")
+    if marked is None and len(articles) == 1:
+        marked = articles[0]
+    return marked if marked is not None and marked.get_text(strip=True) else (soup.body or soup)
 _BLOCK_TAGS = (
     "p", "div", "li", "tr", "table", "section", "article", "main", "aside", "blockquote", "pre",
     "ul", "ol", "dl", "dt", "dd", "figure", "figcaption", "caption", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -309,8 +331,10 @@ def _load_html(path: Path, raw: bytes, where: str) -> tuple[dict, str, tuple, tu
         title = soup.title.get_text(" ", strip=True) if soup.title else ""
         for tag in soup.find_all(_DROP_TAGS):
             tag.decompose()
+        for tag in soup.find_all(_is_page_chrome):
+            tag.decompose()
+        body = _main_content(soup)
         parts: list[_Part] = []
-        body = soup.body or soup
         # The text's own control characters (`&#1;`) would be taken for the heading markers put in below.
         for string in body.find_all(string=_CONTROL):
             string.replace_with(_CONTROL.sub("", string))

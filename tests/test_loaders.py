@@ -144,6 +144,32 @@ def test_html_drops_chrome_and_keeps_headings(tmp_path):
     assert "Vouchers for SMEs\n\nOpen source" in doc.text
 
 
+def test_html_of_a_div_built_page_keeps_its_main_content_without_menus(tmp_path):
+    path = tmp_path / "notice.html"
+    path.write_text(
+        "<html><head><title>Notice on Smart Factories</title></head><body>"
+        "<div class='site-nav'>Home | Policies | Contact</div><div id='breadcrumb'>Home > Policies</div>"
+        "<div class='sidebar'><p>Most read: Tax rules</p></div>"
+        "<div role='main'><h1>Notice on Smart Factories</h1><p>Each province builds 20 smart factories.</p>"
+        "<div class='menu-note'>Measures are listed below.</div></div>"
+        "<div class='footer'>Copyright 2026 Ministry</div><div class='cookie-banner'>We use cookies</div>"
+        "</body></html>", encoding="utf-8")
+    doc = load_document(path)
+    assert "Each province builds 20 smart factories." in doc.text
+    assert "Measures are listed below." in doc.text  # a class that only starts with "menu" is content
+    for dropped in ("Home | Policies", "Home > Policies", "Most read", "Copyright 2026", "cookies"):
+        assert dropped not in doc.text
+    assert [doc.text[h.start:h.end] for h in doc.headings] == ["Notice on Smart Factories"]
+
+
+def test_html_without_a_main_element_keeps_its_whole_body(tmp_path):
+    path = tmp_path / "two.html"
+    path.write_text("<html><body><article><p>First article.</p></article><article><p>Second article.</p>"
+                    "</article><p>Closing remarks.</p></body></html>", encoding="utf-8")
+    text = load_document(path).text
+    assert "First article." in text and "Second article." in text and "Closing remarks." in text
+
+
 def test_docx_headings_and_tables(tmp_path):
     doc = load_document(make_docx(tmp_path / "plan.docx"))
     assert doc.title == "Digital Upgrade Plan"
