@@ -39,8 +39,6 @@ def after_ranking(asked: Question, ranked: list[Candidate], candidates: list[Can
 def missing_required(asked: Question, passages: list[Retrieved], store: Store) -> str | None:
     """A year, figure or name from the question that none of the passages' documents contains (the passage that
     answers "How many 2015 interceptions?" need not say 2015 itself, but its article must)."""
-    if asked.cjk:
-        return None
     documents = {(p.chunk.doc_id, p.chunk.doc_sha256): p.chunk.title for p in passages}  # each document once
     keys = [_document_keys(store, doc_id, version) for doc_id, version in documents]
     numbers = set().union(*(n for n, _ in keys))

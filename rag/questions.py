@@ -212,11 +212,16 @@ def content_terms(text: str) -> list[str]:
     return [t for t in dict.fromkeys(tokenize(text)) if t not in question_stems]
 
 
+_YEAR_NUMBER = re.compile(r"(?:1[5-9]|20)\d\d")
+
+
 def required_terms(text: str) -> list[str]:
-    """Numbers (years, figures) and capitalised names inside the question: without them a passage is off topic."""
-    if has_cjk(text):
-        return []
+    """Numbers (years, figures) and capitalised names inside the question: without them a passage is off topic.
+    Of a Chinese question only its years, which both languages write alike; its other numbers need not be the
+    documents' ("第 49 届" is "XLIX", "70 年代" "the 1970s"), and its names are in Chinese."""
     found = [n.rstrip(".,") for n in _NUMBER.findall(text)]
+    if has_cjk(text):
+        return list(dict.fromkeys(n for n in found if _YEAR_NUMBER.fullmatch(n)))
     for match in re.finditer(r"(?<![.?!]\s)(?<!^)\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)+)\b", text):
         words = match.group(1).split()
         if words[0].lower() not in _QUESTION_WORDS and words[0].lower() not in STOP_WORDS:

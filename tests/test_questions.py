@@ -52,7 +52,10 @@ def test_a_question_for_a_sum_asks_for_one(question, kind, unit):
 
 def test_required_terms_are_figures_and_names():
     assert analyse("What targets has the United States set for 2030?").required == ("2030", "United States")
-    assert analyse("美国为2030年设定了什么目标？").required == ()  # Chinese questions name English text otherwise
+    # Of a Chinese question only its years: its names are in Chinese and its other numbers may be written
+    # otherwise in the documents ("第 49 届" is "XLIX")
+    assert analyse("美国为2030年设定了哪些目标？").required == ("2030",)
+    assert analyse("谁赢得了第 49 届超级碗？").required == ()
 
 
 def test_normalisation_strips_controls_and_direction_marks():
