@@ -43,8 +43,13 @@ def missing_required(asked: Question, passages: list[Retrieved], store: Store) -
     keys = [_document_keys(store, doc_id, version) for doc_id, version in documents]
     numbers = set().union(*(n for n, _ in keys))
     names = " ".join(k for _, k in keys) + " ".join(spelling_key(title) for title in documents.values())
+    # A Chinese text may write in Chinese what a Chinese question writes in Latin letters ("AI" as 人工智能).
+    names_in_latin = not (asked.cjk and any(p.chunk.language == "zh" for p in passages))
     for term in asked.required:
-        if (term.replace(",", "") not in numbers) if term[0].isdigit() else not _named_in(term, names):
+        if term[0].isdigit():
+            if term.replace(",", "") not in numbers:
+                return term
+        elif names_in_latin and not _named_in(term, names):
             return term
     return None
 

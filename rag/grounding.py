@@ -20,6 +20,8 @@ _NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                  "eight": "8", "nine": "9", "ten": "10", "hundred": "100", "thousand": "1000"}
 _NUMBER_WORD = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\b", re.IGNORECASE)
 _MARKER = re.compile(r"\s*\[\d+\]")
+_ACCENT = re.compile(r"[\u0300-\u036f]")  # the combining accents of Latin letters, apart after NFKD
+_LETTERS_OR_DIGITS = re.compile(r"\d+|[^\W\d_]+")
 
 
 def fold(text: str) -> str:
@@ -42,10 +44,13 @@ def _spelling(word: str) -> str:
 
 
 def spelling_key(text: str) -> str:
-    """The comparison form for names: folded, words in one spelling ("Authorised Persons" = "authorized person"),
-    padded with spaces so that a key found inside another matches whole words only."""
-    words = re.findall(r"[^\W_]+", re.sub(r"\((?:e?s)\)", "", fold(text)))  # "Person(s)"
-    spelt = {word: _spelling(word) for word in set(words)}  # once per distinct word: the rules key whole documents
+    """The comparison form for names: folded, words in one spelling ("Authorised Persons" = "authorized person",
+    "Ergänzungsschulen" = "Erganzungsschulen", "SR99" = "SR 99"), padded with spaces so that a key found inside
+    another matches whole words only."""
+    text = _ACCENT.sub("", unicodedata.normalize("NFKD", fold(text)))
+    words = re.findall(r"[^\W_]+", re.sub(r"\((?:e?s)\)", "", text))  # "Person(s)"
+    # once per distinct word, since the rules key whole documents; letters and digits apart ("SR99" is "SR 99")
+    spelt = {word: " ".join(_spelling(part) for part in _LETTERS_OR_DIGITS.findall(word)) for word in set(words)}
     return " " + " ".join(map(spelt.__getitem__, words)) + " "
 
 

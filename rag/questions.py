@@ -213,15 +213,17 @@ def content_terms(text: str) -> list[str]:
 
 
 _YEAR_NUMBER = re.compile(r"(?:1[5-9]|20)\d\d")
+_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9.\-]*(?:\s+[A-Za-z][A-Za-z0-9.\-]*)*")
 
 
 def required_terms(text: str) -> list[str]:
     """Numbers (years, figures) and capitalised names inside the question: without them a passage is off topic.
-    Of a Chinese question only its years, which both languages write alike; its other numbers need not be the
-    documents' ("第 49 届" is "XLIX", "70 年代" "the 1970s"), and its names are in Chinese."""
+    Of a Chinese question its years and the names it writes in Latin letters ("BSkyB", "Sky Digital"), which
+    English writes alike; its other numbers are written otherwise ("第 49 届" is "XLIX", "70 年代" "the 1970s")."""
     found = [n.rstrip(".,") for n in _NUMBER.findall(text)]
     if has_cjk(text):
-        return list(dict.fromkeys(n for n in found if _YEAR_NUMBER.fullmatch(n)))
+        latin = (run.strip(" .-") for run in _LATIN_RUN.findall(text))
+        return list(dict.fromkeys([n for n in found if _YEAR_NUMBER.fullmatch(n)] + [n for n in latin if len(n) > 1]))
     for match in re.finditer(r"(?<![.?!]\s)(?<!^)\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)+)\b", text):
         words = match.group(1).split()
         if words[0].lower() not in _QUESTION_WORDS and words[0].lower() not in STOP_WORDS:

@@ -96,6 +96,7 @@ def test_list_of_bullets_is_quoted_as_a_block(seeded):
 @pytest.mark.parametrize("question, reason", [
     ("What targets does the Special Action set for 2030?", "never mention 2030"),
     ("专项行动为2030年设定了哪些目标？", "never mention 2030"),  # a year is written alike in both languages
+    ("BSkyB在专项行动中扮演什么角色？", "never mention BSkyB"),  # and so is a name in Latin letters
     ("How many humanoid robots are to be deployed in factories by 2027?", "give no number"),
     ("How much money, in yuan, is in the National Artificial Intelligence Industry Investment Fund?", "currency"),
     ("What targets has the United States set in its own AI manufacturing plan for 2027?", "United States"),

@@ -74,6 +74,8 @@ def cited(store_and_settings, question: str):
         ("新建数据中心的电能利用效率不得高于多少？", "1.25"),
         ("单个节能改造项目的奖励最高是多少？", "300万元"),
         ("本办法自何时起施行？", "2025年7月1日"),
+        # a name in Latin letters that the Chinese text writes in Chinese is no reason to abstain
+        ("新建数据中心的Power Usage Effectiveness不得高于多少？", "1.25"),
         ("What is the maximum PUE for new data centres?", "1.25"),
         ("What is the maximum reward for a single energy-saving retrofit project?", "300万元"),
     ],

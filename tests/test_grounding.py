@@ -35,6 +35,8 @@ def test_folding():
     ("Authorized Person(s)", "the Authorised Persons of a firm"),
     ("fund managers", "A Fund Manager must"),
     ("Categories", "each category"),
+    ("Erganzungsschulen", "such as Ergänzungsschulen,"),  # accents
+    ("SR99", "traffic along SR 99"),  # letters and digits apart
 ])
 def test_a_name_matches_its_spelling_variants_plurals_and_case(asked, written):
     assert spelling_key(asked) in spelling_key(written)

@@ -52,10 +52,11 @@ def test_a_question_for_a_sum_asks_for_one(question, kind, unit):
 
 def test_required_terms_are_figures_and_names():
     assert analyse("What targets has the United States set for 2030?").required == ("2030", "United States")
-    # Of a Chinese question only its years: its names are in Chinese and its other numbers may be written
-    # otherwise in the documents ("第 49 届" is "XLIX")
+    # Of a Chinese question its years and its names in Latin letters, which English writes alike; not its other
+    # numbers ("第 49 届" is "XLIX")
     assert analyse("美国为2030年设定了哪些目标？").required == ("2030",)
     assert analyse("谁赢得了第 49 届超级碗？").required == ()
+    assert analyse("Sky Digital 和 BSkyB 是什么时候推出的？").required == ("Sky Digital", "BSkyB")
 
 
 def test_normalisation_strips_controls_and_direction_marks():
