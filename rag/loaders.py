@@ -310,6 +310,8 @@ def _main_content(soup):
     if marked is None and len(articles) == 1:
         marked = articles[0]
     return marked if marked is not None and marked.get_text(strip=True) else (soup.body or soup)
+
+
 _BLOCK_TAGS = (
     "p", "div", "li", "tr", "table", "section", "article", "main", "aside", "blockquote", "pre",
     "ul", "ol", "dl", "dt", "dd", "figure", "figcaption", "caption", "h1", "h2", "h3", "h4", "h5", "h6",

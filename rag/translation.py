@@ -135,6 +135,7 @@ def common_english_words() -> frozenset[str]:
 
 
 def derive_common_english_words() -> frozenset[str]:
+    """What COMMON_ENGLISH_WORDS holds, from every entry of the dictionary (a test checks the two agree)."""
     return frozenset(w for word in _entries() for gloss in _glosses(word)
                      for w in re.findall(r"[A-Za-z]+", gloss) if w.islower())
 
