@@ -58,9 +58,10 @@ def _named_in(name: str, names: str) -> bool:
     """The name is there, or each of its words is, or one of its words that is no common English word is (a name
     quoted in part or misspelt elsewhere: "Lor Loudoun", "Graham Twigg" written "Twigg"; but "United States" is
     not named by a text that only says "state")."""
-    words = spelling_key(name).split()
+    key = spelling_key(name)
+    words = key.split()
     present = [f" {w} " in names for w in words]
-    return spelling_key(name) in names or all(present) or any(
+    return key in names or all(present) or any(
         found and word not in common_english_words() for word, found in zip(words, present))
 
 
@@ -110,13 +111,14 @@ def _mentions_counted_thing(text: str, asked: Question, figure_after: bool = Fal
     `figure_after` a figure within the next few words ('career sack leader with 136')."""
     words = re.findall(r"[\w,.]+", text.lower())
     stems = [t[0] if t else "" for t in (tokenize(w) for w in words)]
+    asked_figures = numbers_in(asked.text) if figure_after else set()
     for position, stem in enumerate(stems):
         if stem != asked.head_noun or (asked.modifiers and not (position and stems[position - 1] in asked.modifiers)):
             continue
         if not figure_after:
             return True
         after = [w.strip(",.").replace(",", "") for w in words[position + 1:position + 1 + _FIGURE_AFTER]]
-        if any(_FIGURE.fullmatch(w) and w not in numbers_in(asked.text) for w in after):
+        if any(_FIGURE.fullmatch(w) and w not in asked_figures for w in after):
             return True
     return False
 
