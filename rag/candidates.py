@@ -53,6 +53,10 @@ _ENTITY = re.compile(rf"{_NAME.pattern}|\b[A-Z]{{2,}}\b")
 # A person, city, province or country is not named by initials ("BRICS", "SCO", "AI" name no city; a company may
 # be), nor by an institution's name ("Ministry of ...") or a term with its initials ("Chief Data Officer (CDO)").
 _PLACES = ("cit", "town", "village", "count", "district", "port", "province", "region", "member state")
+_PLACE_MARK = re.compile(r"\b(?:City|Cities|Town|Village|County|Counties|Province|Provinces|States?|Kingdom|"
+                         r"Republic|Islands?|District|Port|Bay|Beach|Lake|Valley|Coast|Region)\b")
+# A one-word place after a preposition of place ("continued on into Russia").
+_LOCATED = re.compile(r"\b(?:in|into|to|from|at|near|across|throughout|of)\s+([A-Z][a-z'’]+)\b")
 _MONTHS = frozenset("january february march april june july august september october november december jan feb mar "
                     "apr jun jul aug sep sept oct nov dec".split())
 _WITH_INITIALS = re.compile(r"\s*\([A-Z]{2,}s?\)")
@@ -437,23 +441,33 @@ def type_fit(asked: Question, text: str, near: bool) -> float:
 
 def new_name(asked: Question, text: str, bodies: bool = False, person: bool = False) -> bool:
     """A name the question does not hold: a person's or a place's ("Luke Kuechly", not "Information Technology"
-    asked about, nor "Ministry of ..."), or with `bodies` any named body or initials too; a `person`'s holds a
-    word that is not a common English one ("Strategic Action Plan" is nobody). A label before a colon and, unless
-    `bodies`, a phrase in quotes name nothing. At the start of a line a capital says nothing, so there a name
-    other than a person's takes an article and two capitalised words after it ("The South African Schools Act")."""
+    asked about, nor "Ministry of ..."), or with `bodies` any named body or initials too; a person's or a place's
+    is spelt like one (`_spelt_like_a_name`). A label before a colon and, unless `bodies`, a phrase in quotes
+    name nothing. At the start of a line a capital says nothing, so there a name other than a person's takes an
+    article and two capitalised words after it ("The South African Schools Act")."""
     asked_words = set(_CAPITALISED.findall(asked.standalone))
+    place = not (bodies or person)
     for line in _LEADING_LABEL.sub("", text).split("\n"):
         line = line if bodies else _QUOTED.sub(" ", line)
+        if place and any(w not in asked_words and w.lower() not in common_english_words()
+                         for w in _LOCATED.findall(line)):
+            return True
         for match in (_ENTITY if bodies else _NAME).finditer(line):
             words = _CAPITALISED.findall(match.group())
             if match.start() == 0 and not person:
                 words = words[1:] if _ARTICLE.match(match.group()) and len(words) > 2 else []
             if words and not set(words) <= asked_words and (bodies or not (
                     _INSTITUTION.search(match.group()) or _WITH_INITIALS.match(line, match.end()))) and (
-                    not person or any(w.lower() not in common_english_words() and w.lower() not in _MONTHS
-                                      for w in words)):
+                    bodies or _spelt_like_a_name(words, match.group(), place)):
                 return True
     return False
+
+
+def _spelt_like_a_name(words: list[str], name: str, place: bool) -> bool:
+    """A person's or a place's name holds a word that is no common English word ("Strategic Action Plan" is nobody
+    and "Black Death" no place), or a place's a word that marks one ("United States", "Cape Town")."""
+    return (place and bool(_PLACE_MARK.search(name))) or any(
+        w.lower() not in common_english_words() and w.lower() not in _MONTHS for w in words)
 
 
 def figure_for_noun(text: str, asked: Question) -> tuple[bool, bool]:

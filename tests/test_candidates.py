@@ -143,6 +143,18 @@ def test_a_place_is_named_neither_by_a_label_nor_initials_nor_a_quote_nor_an_ins
     assert named("Which company works on reuse standards?") == sentences
 
 
+def test_a_place_is_spelt_like_one_not_a_run_of_capitalised_common_words():
+    sentences = ["The Strategic Action Plan sets up Smart Factories for reuse circuits.",
+                 "The reuse circuits spread from the United States.",
+                 "The reuse circuits came next to Harlowby.",
+                 "Stewards of Kelmarsh Vale train the crews."]
+    kept = sentence_candidates([passage("\n".join(sentences) + "\n")])
+    rows = np.zeros((len(kept), len(FEATURES)))
+    ranked = rank_candidates(analyse("In which country did the reuse circuits start?"), kept, rows,
+                             np.full(len(kept), 0.5))
+    assert [c.text for c in ranked] == sentences[1:]  # a place word, one word after "to", a word of no dictionary
+
+
 def test_a_person_is_named_neither_by_a_body_nor_a_term_with_its_initials_nor_a_label():
     asked = analyse("Who is the head of the Water Office?")
     assert type_fit(asked, "The notice was signed by Mara Holt of the Water Office.", False) > 0
