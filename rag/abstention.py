@@ -74,7 +74,7 @@ def _document_keys(store: Store, doc_id: str, version: str) -> tuple[frozenset[s
 
 def subject_without_typed_answer(asked: Question, candidates: list[Candidate]) -> str | None:
     """A name from the question whose passages carry no sentence of the asked type ('Overseas Version': no date)."""
-    for name in (t for t in asked.required if not t[0].isdigit()):
+    for name in [*(t for t in asked.required if not t[0].isdigit()), *asked.one_word_names]:
         about = [c for c in candidates if spelling_key(name) in spelling_key(c.passage.chunk.text)]
         if about and not any(
             type_fit(asked, c.text, False) > 0 or (asked.kind == "numeric" and _NUMBER_IN.search(c.text)) for c in about

@@ -143,6 +143,7 @@ class Question:
     wants_person: bool = False
     injection: tuple[str, ...] = ()  # safety rules the question trips: answered as a plain question, never obeyed
     wants_name_of: str | None = None  # "city" for "In which city ...": the answer must name one
+    one_word_names: tuple[str, ...] = ()  # "Zhongguancun": a name not required of the documents (see the function)
 
     @property
     def strict_type(self) -> bool:
@@ -182,7 +183,7 @@ def analyse(question: str, history: tuple[str, ...] = (), max_chars: int = 2000)
     return Question(text, standalone, kind, tuple(content_terms(standalone)), tuple(required_terms(text)), unit,
                     counted[-1] if counted else None, has_cjk(text), tuple(counted[:-1]),
                     bool(_PERSON_QUESTION.search(standalone)), injection_rules(text),
-                    _category_asked(standalone))
+                    _category_asked(standalone), tuple(one_word_names(text)))
 
 
 def _category_asked(text: str) -> str | None:
@@ -229,6 +230,32 @@ def required_terms(text: str) -> list[str]:
         if words[0].lower() not in _QUESTION_WORDS and words[0].lower() not in STOP_WORDS:
             found.append(match.group(1))
     return list(dict.fromkeys(found))
+
+
+def one_word_names(text: str) -> list[str]:
+    """Capitalised words of an English question that stand alone, inside a sentence, and are no common English
+    word ("Zhongguancun", "Jacksonville"). Unlike the names of `required_terms` the documents need not hold them
+    (questions misspell them, or write "Indian" of a text that says "India"); but passages that name one must give
+    what a strict question asks for (rag.abstention.subject_without_typed_answer)."""
+    if has_cjk(text):
+        return []
+    from rag.translation import common_english_words  # the word list is read only when a question needs it
+
+    words = list(_WORD_AT.finditer(text))
+    found = []
+    for n, match in enumerate(words):
+        word = match.group()
+        in_run = any(0 <= m < len(words) and words[m].group()[0].isupper()
+                     and not text[min(words[m].end(), match.end()):max(words[m].start(), match.start())].strip()
+                     for m in (n - 1, n + 1))  # "Lady Gaga" is a name of required_terms
+        opens_sentence = n == 0 or re.search(r"[.?!:]\s*$", text[words[n - 1].end():match.start()])
+        if (word[0].isupper() and word[1:].islower() and not in_run and not opens_sentence
+                and word.lower() not in common_english_words() and word.lower() not in STOP_WORDS):
+            found.append(word)
+    return list(dict.fromkeys(found))
+
+
+_WORD_AT = re.compile(r"[^\W\d_]+")
 
 
 def _counted_phrase(text: str) -> list[str]:

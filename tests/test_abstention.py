@@ -1,6 +1,6 @@
 """Abstention rules on hand-made passages: a count the documents never give for the asked kind of thing."""
 
-from rag.abstention import numeric_problem
+from rag.abstention import numeric_problem, subject_without_typed_answer
 from rag.candidates import sentence_candidates
 from rag.chunking import sentence_units
 from rag.documents import Chunk
@@ -37,3 +37,12 @@ def test_a_duration_is_given_with_its_unit():
     asked = analyse("By how many months will the reuse circuits shorten repairs?")
     assert "number of months" in numeric_problem(asked, candidates("The districts will open 12 reuse circuits."))
     assert numeric_problem(asked, candidates("Repairs will take three months less.")) is None
+
+
+def test_passages_that_name_a_place_of_the_question_must_give_what_it_asks_of_it():
+    # passages, not sentences: one names the place, another gives a year of something else
+    found = candidates("The stewards train at academies in Harlowby and Kelmarsh.") + candidates(
+        "The reuse circuits open in 2027.")
+    asked = analyse("In which year will the academy in Harlowby open?")
+    assert subject_without_typed_answer(asked, found) == "Harlowby"
+    assert subject_without_typed_answer(asked, candidates("The academy in Harlowby opens in 2027.")) is None

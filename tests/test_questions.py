@@ -59,6 +59,14 @@ def test_required_terms_are_figures_and_names():
     assert analyse("Sky Digital 和 BSkyB 是什么时候推出的？").required == ("Sky Digital", "BSkyB")
 
 
+def test_one_word_names_stand_alone_inside_the_sentence_and_are_no_common_word():
+    asked = analyse("How many stewards will the academies in Harlowby, Kelmarsh and Port Tennant train?")
+    assert asked.one_word_names == ("Harlowby", "Kelmarsh")  # "Port Tennant" is a name of two words
+    assert asked.required == ("Port Tennant",)  # one word is not required: questions misspell it
+    assert analyse("Harlowby opens when? And what of the Plan?").one_word_names == ()  # sentence starts, a word
+    assert analyse("哪些学院在 Harlowby？").one_word_names == ()
+
+
 def test_normalisation_strips_controls_and_direction_marks():
     assert normalise("How\x00 many\u202e datasets\u200b?\tnow", 100) == "How many datasets ? now"
     with pytest.raises(QuestionError, match="empty"):
