@@ -183,27 +183,49 @@ def held_out_answerable(asked: list[Asked], questions: np.ndarray, answerable: n
 
 
 def abstention_curve(asked: list[Asked], best: np.ndarray, answerable: np.ndarray) -> list[dict]:
-    """False abstention and abstention recall per set at each threshold, the rules' abstentions included."""
-    ruled_out = np.array([a.ruled_out for a in asked])
-    curve = []
-    for threshold in np.round(np.arange(0.0, 1.0, 0.005), 3):
-        point = {"threshold": float(threshold)}
-        abstains = (best < threshold) | ruled_out
-        for name in [*SETS, *HALF_SETS]:
-            mask = np.array([a.set_name == name for a in asked])
-            if (mask & answerable).any():
-                point[f"{name}:false_abstention"] = round(float(abstains[mask & answerable].mean()), 4)
-            if (mask & ~answerable).any():
-                point[f"{name}:abstention_recall"] = round(float(abstains[mask & ~answerable].mean()), 4)
-        curve.append(point)
-    return curve
+    """False abstention and abstention recall per set at each threshold (both answerable models alike), the rules'
+    abstentions included."""
+    ruled_out, masks = np.array([a.ruled_out for a in asked]), _set_masks(asked)
+    return [{"threshold": float(threshold), **_per_set(masks, (best < threshold) | ruled_out, answerable)}
+            for threshold in THRESHOLDS]
 
 
-def operating_point(curve: list[dict]) -> dict:
-    """The highest threshold at which no set's false abstention passes its limit."""
-    allowed = [p for p in curve if all(v <= MAX_FALSE_ABSTENTION[key.split(":")[0]] for key, v in p.items()
-                                       if key.endswith("false_abstention"))]
-    return max(allowed, key=lambda p: p["threshold"]) if allowed else curve[0]
+THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.005), 3)
+
+
+def _set_masks(asked: list[Asked]) -> dict[str, np.ndarray]:
+    return {name: np.array([a.set_name == name for a in asked]) for name in [*SETS, *HALF_SETS]}
+
+
+def _per_set(masks: dict[str, np.ndarray], abstains: np.ndarray, answerable: np.ndarray) -> dict[str, float]:
+    point = {}
+    for name, mask in masks.items():
+        if (mask & answerable).any():
+            point[f"{name}:false_abstention"] = round(float(abstains[mask & answerable].mean()), 4)
+        if (mask & ~answerable).any():
+            point[f"{name}:abstention_recall"] = round(float(abstains[mask & ~answerable].mean()), 4)
+    return point
+
+
+def operating_point(asked: list[Asked], best: np.ndarray, answerable: np.ndarray) -> dict:
+    """The pair of thresholds, the main answerable model's and the multilingual one's (their probabilities are
+    scaled otherwise), that turns away most of the unanswerable sets' questions (their mean abstention recall)
+    while no set's false abstention, rules and model together, passes its limit; of equals, the higher pair."""
+    multilingual = np.array([read_multilingual(a.rows) for a in asked])
+    ruled_out, masks = np.array([a.ruled_out for a in asked]), _set_masks(asked)
+    grid = [t for t in THRESHOLDS if t < 0.5]
+    chosen: tuple = ()
+    for main in grid:
+        for other in grid:
+            point = _per_set(masks, (best < np.where(multilingual, other, main)) | ruled_out, answerable)
+            if any(v > MAX_FALSE_ABSTENTION[key.split(":")[0]] for key, v in point.items()
+                   if key.endswith("false_abstention")):
+                continue
+            recall = float(np.mean([v for key, v in point.items() if key.endswith("abstention_recall")]))
+            if not chosen or (recall, main, other) >= chosen[0]:
+                chosen = ((recall, main, other), point)
+    (_, main, other), point = chosen
+    return {"threshold": float(main), "multilingual_threshold": float(other), **point}
 
 
 def top1(asked: list[Asked], predictions: list[np.ndarray], set_name: str, chinese: bool | None = None,
@@ -317,7 +339,7 @@ def main() -> None:
     best = held_out_answerable(asked, questions, answerable)
     curve = abstention_curve(asked, best, answerable)
     results["abstention_curve"] = curve
-    chosen = results["abstain_below"] = operating_point(curve)
+    chosen = results["abstain_below"] = operating_point(asked, best, answerable)
     print("abstention point:", chosen, flush=True)
 
     # What a second sentence buys: held-out fact recall and words for the share of the best one it needs.
@@ -343,7 +365,7 @@ def main() -> None:
     fitted_on = {name: sum(1 for a in training if a.set_name == name) for name in sets}
     fitted_on["chinese"] = sum(1 for a in training if a.chinese)
     final = SelectionModel(sentence, chinese_sentence, *fit_answerable(asked, questions, answerable),
-                           chosen["threshold"], opinion_weight, typical,
+                           chosen["threshold"], chosen["multilingual_threshold"], opinion_weight, typical,
                            {"questions": fitted_on, "sentences": int(sum(len(a.rows) for a in training)),
                             "unanswerable": int((~answerable).sum()), "script": "bench/fit_selection.py"})
     args.out.write_text(json.dumps(final.to_json(), indent=1) + "\n", encoding="utf-8")
@@ -354,11 +376,11 @@ def main() -> None:
                                                           final.multilingual_answerable.weights.round(4).tolist()))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    _plot(curve, args.results.with_name("abstention_curve.png"), chosen["threshold"])
+    _plot(curve, args.results.with_name("abstention_curve.png"), chosen)
     print(f"wrote {args.out} and {args.results}")
 
 
-def _plot(curve: list[dict], path: Path, chosen: float) -> None:
+def _plot(curve: list[dict], path: Path, chosen: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,7 +394,8 @@ def _plot(curve: list[dict], path: Path, chosen: float) -> None:
     axis.axvline(MAX_FALSE_ABSTENTION["golden"], color="grey", linestyle=":")
     axis.set_xlabel("false abstention (answerable questions)")
     axis.set_ylabel("abstention recall (unanswerable)")
-    axis.set_title(f"Abstention by the answerable model alone (chosen: below {chosen:.2f})")
+    axis.set_title(f"One threshold for both answerable models (chosen: below {chosen['threshold']:.3f}, "
+                   f"Chinese {chosen['multilingual_threshold']:.3f})", fontsize=9)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)

@@ -129,7 +129,7 @@ def extractive_answer(asked: Question, passages: list[Retrieved], store: Store, 
     candidates = rank_candidates(asked, kept, rows, probabilities, opinion.lead if opinion else None)
     if reason := after_ranking(asked, candidates, every):
         return abstention(asked, passages, reason)
-    threshold = model.abstain_below if settings.abstain_threshold is None else settings.abstain_threshold
+    threshold = model.abstain_threshold(rows) if settings.abstain_threshold is None else settings.abstain_threshold
     if answerable < threshold:
         return replace(
             abstention(

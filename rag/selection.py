@@ -144,7 +144,10 @@ class SelectionModel:
     # those read by the multilingual ones (a Chinese question, or passages in Chinese: `read_multilingual`).
     answerable: Logistic
     multilingual_answerable: Logistic
-    abstain_below: float  # the calibrated answerable probability under which the answer abstains
+    # The calibrated answerable probability under which the answer abstains, one per answerable model: their
+    # probabilities are scaled otherwise (bench/fit_selection.py chooses the pair).
+    abstain_below: float
+    multilingual_abstain_below: float
     # How much a second multilingual model's reading counts in choosing a Chinese question's lead (`second_opinion`),
     # and the median of its best cosine on the answerable Chinese questions of the fit.
     second_opinion_weight: float
@@ -162,12 +165,16 @@ class SelectionModel:
         model = self.multilingual_answerable if read_multilingual(rows) else self.answerable
         return float(model.probability(question_features(rows, probabilities, offset))[0])
 
+    def abstain_threshold(self, rows: np.ndarray) -> float:
+        return self.multilingual_abstain_below if read_multilingual(rows) else self.abstain_below
+
     def to_json(self) -> dict:
         return {"sentence": self.sentence.to_json(FEATURES),
                 "chinese_sentence": self.chinese_sentence.to_json(FEATURES),
                 "answerable": self.answerable.to_json(QUESTION_FEATURES),
                 "multilingual_answerable": self.multilingual_answerable.to_json(QUESTION_FEATURES),
                 "abstain_below": round(self.abstain_below, 4),
+                "multilingual_abstain_below": round(self.multilingual_abstain_below, 4),
                 "second_opinion_weight": round(self.second_opinion_weight, 4),
                 "second_opinion_typical": round(self.second_opinion_typical, 4), "fitted_on": self.fitted_on}
 
@@ -177,7 +184,8 @@ def model_from_json(record: dict, where: str = "selection model") -> SelectionMo
                           logistic_from_json(record["chinese_sentence"], FEATURES, where),
                           logistic_from_json(record["answerable"], QUESTION_FEATURES, where),
                           logistic_from_json(record["multilingual_answerable"], QUESTION_FEATURES, where),
-                          float(record["abstain_below"]), float(record["second_opinion_weight"]),
+                          float(record["abstain_below"]), float(record["multilingual_abstain_below"]),
+                          float(record["second_opinion_weight"]),
                           float(record["second_opinion_typical"]), record.get("fitted_on", {}))
 
 

@@ -54,3 +54,12 @@ def test_the_answerable_model_trusts_a_chinese_question_more_when_the_second_mod
     assert model.answerable_probability(rows, probabilities, None) == model.answerable_probability(
         rows, probabilities, model.second_opinion_typical)  # not read: typical
     assert 0.7 < model.second_opinion_typical < 0.95  # a cosine of multilingual-e5, fitted on answerable ones
+
+
+def test_each_answerable_model_abstains_below_its_own_calibrated_threshold():
+    model = load_model()
+    english, chinese = np.zeros((3, len(FEATURES))), np.zeros((3, len(FEATURES)))
+    chinese[:, FEATURES.index("multilingual_similarity")] = 1.0
+    assert model.abstain_threshold(english) == model.abstain_below
+    assert model.abstain_threshold(chinese) == model.multilingual_abstain_below
+    assert model.abstain_below != model.multilingual_abstain_below  # fitted apart: their scales differ
