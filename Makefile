@@ -63,9 +63,9 @@ EVAL_GATE := \
 	--fail-under golden:abstention_recall=0.52 --fail-under golden:false_abstention_rate=0.05 \
 	--fail-under obliqa-dev:retrieval_hit_rate=0.88 --fail-under obliqa-dev:retrieval_mrr=0.76 \
 	--fail-under obliqa-dev:false_abstention_rate=0.05 \
-	--fail-under xquad-dev-en:answer_fact_recall=0.84 --fail-under xquad-dev-en:false_abstention_rate=0.03 \
+	--fail-under xquad-dev-en:answer_fact_recall=0.86 --fail-under xquad-dev-en:false_abstention_rate=0.03 \
 	--fail-under xquad-dev-zh:retrieval_hit_rate=0.96 --fail-under xquad-dev-zh:retrieval_mrr=0.86 \
-	--fail-under xquad-dev-zh:answer_fact_recall=0.77 --fail-under xquad-dev-zh:false_abstention_rate=0.03 \
+	--fail-under xquad-dev-zh:answer_fact_recall=0.78 --fail-under xquad-dev-zh:false_abstention_rate=0.03 \
 	--fail-under xquad-dev-en-half:abstention_recall=0.58 --fail-under xquad-dev-en-half:false_abstention_rate=0.05 \
 	--fail-under xquad-dev-zh-half:abstention_recall=0.65 --fail-under xquad-dev-zh-half:false_abstention_rate=0.05
 

@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rag.abstention import after_ranking, before_ranking  # noqa: E402
-from rag.answer import DEFAULT_MAX_SENTENCES, MAX_SENTENCES, retrieve  # noqa: E402
-from rag.candidates import candidate_features, rank_candidates, sentence_candidates  # noqa: E402
+from rag.answer import CONTINUATION_KEEP, DEFAULT_MAX_SENTENCES, MAX_SENTENCES, OTHER_KEEP, retrieve  # noqa: E402
+from rag.candidates import (  # noqa: E402
+    Candidate,
+    candidate_features,
+    continues,
+    rank_candidates,
+    sentence_candidates,
+)
 from rag.embedding import embedders, second_opinion_reader  # noqa: E402
 from rag.evaluation import covers, fact_found, load_golden  # noqa: E402
 from rag.grounding import fold  # noqa: E402
@@ -78,6 +84,7 @@ class Asked:
     chinese: bool  # asked in Chinese: its sentences are chosen by the Chinese model
     question: str  # as analysed (its standalone form): what the second opinion reads
     ruled_out: bool = False  # a rule of rag.abstention abstains on it, whatever the model says
+    continuation: list[int] | None = None  # per candidate, the one that continues its paragraph (-1: none)
 
 
 def _positive(text: str, evidence: tuple[str, ...]) -> bool:
@@ -115,10 +122,19 @@ def collect(name: str, golden: Path, corpus: Path, k: int, prefix: str, store_ro
             doc = doc or next((t for t in question.tags[1:2] if half), None)
             doc = doc or (kept[0].passage.chunk.doc_id if kept else question.id)
             found.append(Asked(name, f"{prefix}:{doc}", answerable, question.key_facts, [c.text for c in kept], rows,
-                               labels, asked.kind, asked.cjk, asked.standalone, ruled_out))
+                               labels, asked.kind, asked.cjk, asked.standalone, ruled_out, _continuations(kept)))
         return found
     finally:
         store.close()
+
+
+def _continuations(kept: list[Candidate]) -> list[int]:
+    starts = {(c.passage.chunk.chunk_id, min(c.units)): n for n, c in enumerate(kept) if c.units and not c.is_block}
+    found = []
+    for candidate in kept:
+        n = starts.get((candidate.passage.chunk.chunk_id, max(candidate.units, default=-2) + 1), -1)
+        found.append(n if n >= 0 and continues(candidate, kept[n]) else -1)
+    return found
 
 
 def fit(rows: np.ndarray, labels: np.ndarray, drop: tuple[int, ...] = (), balanced: bool = False) -> Logistic:
@@ -266,16 +282,41 @@ def second_opinions(asked: list[Asked], predictions: list[np.ndarray],
     return leaders, best_weight(answerable), {n: float(found.max()) for n, found in cosines.items()}
 
 
-def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int, lead: int | None = None) -> list[str]:
-    """As the answerer composes: the lead (the best, or the second opinion's), then the next best while they come
-    within `keep` of the best probability."""
+def compose(texts: list[str], probabilities: np.ndarray, keep: float, limit: int, lead: int | None = None,
+            continuation: list[int] | None = None, continuation_keep: float | None = None) -> list[str]:
+    """As the answerer composes: the lead (the best, or the second opinion's), then the sentence continuing its
+    paragraph when it has `continuation_keep` of the best probability, then the next best while they come within
+    `keep` of it."""
     order = [n for n in np.argsort(-probabilities) if n != lead]
     first = order.pop(0) if lead is None else lead
     chosen = [first]
-    for n in order[:limit - 1]:
-        if probabilities[n] >= keep * probabilities.max():
+    following = continuation[first] if continuation and continuation_keep is not None else -1
+    if following >= 0 and limit > 1 and probabilities[following] >= continuation_keep * probabilities.max():
+        chosen.append(following)
+    for n in order:
+        if len(chosen) >= limit:
+            break
+        if n not in chosen and probabilities[n] >= keep * probabilities.max():
             chosen.append(n)
     return [texts[n] for n in chosen]
+
+
+def _trade_point(asked: list[Asked], predictions: list[np.ndarray], leaders: dict[int, int], keep: float,
+                 continuation_keep: float | None) -> dict:
+    """Held-out fact recall and words of the composed answers, per set."""
+    point = {}
+    for name in ("golden", "xquad-dev-en", "xquad-dev-zh"):
+        recalls, words = [], []
+        for n, (a, p) in enumerate(zip(asked, predictions)):
+            if a.set_name != name or not a.answerable or not a.key_facts or not len(p):
+                continue
+            limit = MAX_SENTENCES.get(a.kind, DEFAULT_MAX_SENTENCES)
+            text = " ".join(compose(a.texts, p, keep, limit, leaders.get(n), a.continuation, continuation_keep))
+            recalls.append(np.mean([fact_found(f, text) for f in a.key_facts]))
+            words.append(len(text.split()))
+        point[name] = {"fact_recall_of_answered": round(float(np.mean(recalls)), 4),
+                       "words": round(float(np.mean(words)), 1)}
+    return point
 
 
 def main() -> None:
@@ -342,24 +383,19 @@ def main() -> None:
     chosen = results["abstain_below"] = operating_point(asked, best, answerable)
     print("abstention point:", chosen, flush=True)
 
-    # What a second sentence buys: held-out fact recall and words for the share of the best one it needs.
+    # What a second sentence buys: held-out fact recall and words for the share of the best one it needs, and
+    # for the share the sentence continuing the lead's paragraph needs (None: no such preference).
     trade = []
     for keep in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01):
-        point = {"keep": keep}
-        for name in ("golden", "xquad-dev-en", "xquad-dev-zh"):
-            recalls, words = [], []
-            for n, (a, p) in enumerate(zip(asked, predictions)):
-                if a.set_name != name or not a.answerable or not a.key_facts or not len(p):
-                    continue
-                limit = MAX_SENTENCES.get(a.kind, DEFAULT_MAX_SENTENCES)
-                text = " ".join(compose(a.texts, p, keep, limit, leaders.get(n)))
-                recalls.append(np.mean([fact_found(f, text) for f in a.key_facts]))
-                words.append(len(text.split()))
-            point[name] = {"fact_recall_of_answered": round(float(np.mean(recalls)), 4),
-                           "words": round(float(np.mean(words)), 1)}
-        trade.append(point)
-        print("keep", keep, {k: v for k, v in point.items() if k != "keep"}, flush=True)
+        trade.append({"keep": keep, **_trade_point(asked, predictions, leaders, keep, CONTINUATION_KEEP)})
+        print("keep", keep, trade[-1], flush=True)
     results["second_sentence_trade"] = trade
+    continuation = []
+    for share in (None, 0.1, 0.2, 0.3, 0.4, 0.5):
+        continuation.append({"continuation_keep": share, **_trade_point(asked, predictions, leaders, OTHER_KEEP,
+                                                                          share)})
+        print("continuation", share, continuation[-1], flush=True)
+    results["continuation_trade"] = continuation
 
     sentence, chinese_sentence = fit_sentences(training)
     fitted_on = {name: sum(1 for a in training if a.set_name == name) for name in sets}

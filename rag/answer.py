@@ -16,6 +16,7 @@ from rag.candidates import (
     ELLIPSIS,
     Candidate,
     candidate_features,
+    continues,
     rank_candidates,
     sentence_candidates,
     with_its_antecedent,
@@ -37,6 +38,9 @@ from rag.store import Store
 MAX_SENTENCES = {"list": 4, "summary": 4}
 DEFAULT_MAX_SENTENCES = 2
 LIST_KEEP, OTHER_KEEP = 0.4, 0.5
+# The sentence that continues the best one's paragraph joins it first when it has this share of the best
+# probability (the answer often goes on there: bench/fit_selection.py reports the trade).
+CONTINUATION_KEEP = 0.2
 _SUMMARY_HEADING = re.compile(r"summar|overview|abstract|conclusion|takeaway|purpose|introduction|executive|"
                               r"概述|摘要|总结|前言|引言", re.IGNORECASE)
 
@@ -186,17 +190,20 @@ def _display(sentence: str) -> str:
 
 
 def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:
-    """The best sentence first, then close runners-up that add something (several for list questions)."""
+    """The best sentence first, then the one that continues its paragraph if it is likely enough, then close
+    runners-up that add something (several for list questions)."""
     best = with_its_antecedent(candidates[0])
     chosen = [best]
     antecedents = len(best.units) - len(candidates[0].units)  # the sentence it points back to counts as one
     # A runner-up must come close to the best probability, not to the lead's: a lead the second opinion chose
     # from further down would otherwise let weaker runners-up in.
-    bar = (LIST_KEEP if asked.kind == "list" else OTHER_KEEP) * max(c.support for c in candidates)
+    top = max(c.support for c in candidates)
+    bar = (LIST_KEEP if asked.kind == "list" else OTHER_KEEP) * top
     limit = MAX_SENTENCES.get(asked.kind, DEFAULT_MAX_SENTENCES)
     covered = set(tokenize(best.text))
-    for candidate in candidates[1:]:
-        if len(chosen) + antecedents >= limit or candidate.support < bar:
+    following = [c for c in candidates[1:] if continues(best, c) and c.support >= CONTINUATION_KEEP * top]
+    for candidate in following + [c for c in candidates[1:] if c not in following]:
+        if len(chosen) + antecedents >= limit or (candidate.support < bar and candidate not in following):
             break
         tokens = set(tokenize(candidate.text))
         if len(tokens - covered) < 3:  # adds nothing new

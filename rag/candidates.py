@@ -206,6 +206,16 @@ def with_its_antecedent(candidate: Candidate) -> Candidate:
                    text=chunk.text[before.start:candidate.end - chunk.start])
 
 
+def continues(lead: Candidate, candidate: Candidate) -> bool:
+    """`candidate` is the sentence right after `lead` in the same paragraph: where an answer often goes on ("...
+    devised to test the primality of large numbers." then "The Miller-Rabin test ...")."""
+    chunk = lead.passage.chunk
+    if lead.is_block or candidate.is_block or candidate.passage.chunk.chunk_id != chunk.chunk_id or not lead.units:
+        return False
+    last, following = max(lead.units), min(candidate.units, default=-1)
+    return following == last + 1 and "\n" not in chunk.text[chunk.units[last].end:chunk.units[following].start]
+
+
 def _blocks(passage: Retrieved, lines: list[list[int]], seen: set[str]) -> list[Candidate]:
     """Runs of two or more bullet lines under one label ('Model Selection:' ...) as one list candidate."""
     chunk, units = passage.chunk, passage.chunk.units

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from conftest import CORPUS, ROOT, make_settings
 
-from rag.answer import answer, cited_answer, retrieve, stream_answer
+from rag.answer import CONTINUATION_KEEP, _compose, answer, cited_answer, retrieve, stream_answer
 from rag.candidates import candidate_features, sentence_candidates
 from rag.chunking import sentence_units
 from rag.documents import Answer, Chunk, Filters
@@ -273,3 +274,15 @@ def test_a_name_the_text_writes_in_part_is_not_taken_for_an_absent_one(seeded):
     result = ask(seeded, "What does Hua Wu Yin expect the Opinions to unlock?")
     assert not result.abstained
     assert "multiplier effects" in result.text
+
+
+def test_the_sentence_that_continues_the_best_ones_paragraph_comes_before_a_likelier_runner_up():
+    text = ("The Water Office devised tests for leaking circuits. The Harlow test is the best known of them.\n"
+            "Districts report leaking circuits to the Water Office every spring.\n")
+    chunk = Chunk("doc#1", "doc", text, 0, 0, len(text), units=tuple(sentence_units(text, "")))
+    lead, following, runner_up = sentence_candidates([Retrieved(chunk, 1.0, 1)])
+    asked = analyse("Which tests did the Water Office devise for leaking circuits?")
+    likely = [replace(lead, support=0.9), replace(runner_up, support=0.6), replace(following, support=0.25)]
+    assert [c.text for c in _compose(asked, likely)] == [lead.text, following.text]
+    unlikely = [*likely[:2], replace(following, support=0.9 * CONTINUATION_KEEP - 0.01)]
+    assert [c.text for c in _compose(asked, unlikely)] == [lead.text, runner_up.text]

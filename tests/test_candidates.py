@@ -3,6 +3,7 @@
 import numpy as np
 
 from rag.candidates import (
+    continues,
     rank_candidates,
     sentence_candidates,
     type_fit,
@@ -191,3 +192,12 @@ def test_word_pairs_reward_a_copied_phrase_not_the_same_words_reworded():
     reworded = word_pairs("Interceptions: 24, a season record for Panthers defense in 2015.")
     assert {("the", "2015"), ("2015", "season"), ("the", "panthers")} <= asked & copied
     assert not asked & reworded
+
+
+def test_a_sentence_continues_the_one_before_it_only_inside_its_paragraph():
+    lead, following, apart = sentence_candidates([passage(
+        "The Water Office devised tests for leaking circuits. The Harlow test is the best known of them.\n"
+        "Another paragraph starts here with its own sentence.\n")])
+    assert continues(lead, following)
+    assert not continues(following, apart)  # a new paragraph
+    assert not continues(lead, apart) and not continues(following, lead)
