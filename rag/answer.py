@@ -201,9 +201,11 @@ def _compose(asked: Question, candidates: list[Candidate]) -> list[Candidate]:
     bar = (LIST_KEEP if asked.kind == "list" else OTHER_KEEP) * top
     limit = MAX_SENTENCES.get(asked.kind, DEFAULT_MAX_SENTENCES)
     covered = set(tokenize(best.text))
-    following = [c for c in candidates[1:] if continues(best, c) and c.support >= CONTINUATION_KEEP * top]
-    for candidate in following + [c for c in candidates[1:] if c not in following]:
-        if len(chosen) + antecedents >= limit or (candidate.support < bar and candidate not in following):
+    # At most one sentence continues the best one's paragraph: the unit right after its last.
+    following = next((c for c in candidates[1:] if continues(best, c) and c.support >= CONTINUATION_KEEP * top), None)
+    runners_up = [c for c in candidates[1:] if c is not following]
+    for candidate in ([following] if following else []) + runners_up:
+        if len(chosen) + antecedents >= limit or (candidate is not following and candidate.support < bar):
             break
         tokens = set(tokenize(candidate.text))
         if len(tokens - covered) < 3:  # adds nothing new
